@@ -1,0 +1,251 @@
+"""The Python API: every CLI command is one call here.
+
+``distill`` makes one synthetic set, ``evaluate`` judges a saved one, ``compare`` distils several
+methods in lockstep and puts them beside the random-subset and full-data baselines.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .artifacts import SyntheticSet, environment, load_synthetic, save_grid, save_synthetic, write_json
+from .backbones import get_backbone
+from .data import FairDataset, load_dataset
+from .errors import FairDistillError, unknown_name
+from .evaluate import BASELINES, EvalResult, baseline_indices, epochs_for, evaluate_images
+from .presets import PROFILES, RECIPES, default_profile, profile_configs, resolve_preset
+from .runtime import resolve_device
+
+log = logging.getLogger("fairdistill")
+
+#: progress hook: (phase, done, total); phase is e.g. "distill" or "evaluate cobra"
+Progress = Callable[[str, int, int], None]
+
+
+def _dataset(dataset: str | FairDataset, data_root: str | Path | None) -> FairDataset:
+    return dataset if isinstance(dataset, FairDataset) else load_dataset(dataset, data_root=data_root)
+
+
+# ---- distill -----------------------------------------------------------------------------------
+def distill(
+    dataset: str | FairDataset = "cmnist-fg-mini",
+    *,
+    preset: str = "cobra",
+    backbone: str | None = None,
+    target: str | None = None,
+    distance: str | None = None,
+    embedder: str | None = None,
+    sampling: str | None = None,
+    ipc: int = 10,
+    iterations: int | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    data_root: str | Path | None = None,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+    **overrides: Any,
+) -> SyntheticSet:
+    """Distil one synthetic set.
+
+    The preset gives the method recipe and compute profile; ``backbone``, ``target``, ``distance``,
+    ``embedder`` and ``sampling`` override single knobs of the recipe, ``iterations`` and any other
+    :class:`DistillConfig` field (``overrides``) single settings. With ``out``, the set, a JSON
+    record and an image grid are written there.
+    """
+    dev = resolve_device(device)
+    p = resolve_preset(preset, ipc=ipc, seed=seed, device=dev)
+    knobs = {"backbone": backbone, "target": target, "distance": distance, "embedder": embedder, "sampling": sampling}
+    method = replace(p.method, **{k: v for k, v in knobs.items() if v is not None}).validate()
+    config = _override(p.distill, iterations=iterations, **overrides)
+    data = _dataset(dataset, data_root)
+    start = time.perf_counter()
+    cb = (lambda st: progress("distill", st.done, st.total)) if progress else None
+    synset = get_backbone(method.backbone).distill(data, [method], config, device=dev, callback=cb)[method.name]
+    synset.meta["preset"] = p.name
+    seconds = time.perf_counter() - start
+    synset.meta["seconds"] = seconds
+    if out is not None:
+        _write_method(Path(out), synset, data, record={"command": "distill", "preset": p.name, "seconds": seconds})
+    return synset
+
+
+def _override(config: Any, **values: Any) -> Any:
+    values = {k: v for k, v in values.items() if v is not None}
+    known = set(config.__dataclass_fields__)
+    for key in values:
+        if key not in known:
+            raise unknown_name("setting", key, known)
+    return replace(config, **values).validate()
+
+
+def _write_method(folder: Path, synset: SyntheticSet, data: FairDataset, record: dict[str, Any]) -> None:
+    save_synthetic(synset, folder)
+    save_grid(synset.to_pixels(), folder / "grid.png", per_row=synset.ipc)
+    write_json(folder / "record.json", {**record, "synthetic": synset.meta, "environment": environment()})
+
+
+# ---- evaluate ----------------------------------------------------------------------------------
+def evaluate(
+    synthetic: str | Path | SyntheticSet,
+    *,
+    dataset: str | FairDataset | None = None,
+    data_root: str | Path | None = None,
+    preset: str | None = None,
+    num_models: int | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    empty_cells: str | None = None,
+    device: str | torch.device | None = None,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+) -> EvalResult:
+    """Train fresh networks on a synthetic set and report ACC / DEO_M / DEO_A / ... on the real test set.
+
+    The dataset defaults to the one the set was distilled from; the evaluation settings to the
+    profile of ``preset`` (or of the device). With ``out``, the result is written there as JSON.
+    """
+    dev = resolve_device(device)
+    synset = synthetic if isinstance(synthetic, SyntheticSet) else load_synthetic(synthetic)
+    name = dataset if dataset is not None else synset.meta.get("dataset")
+    if name is None:
+        raise FairDistillError("the synthetic set does not say which dataset it came from; pass --dataset")
+    data = _dataset(name, data_root)
+    if synset.images.shape[1:] != data.train.images.shape[1:]:
+        raise FairDistillError(
+            f"synthetic images {tuple(synset.images.shape[1:])} do not match {data.name} images "
+            f"{tuple(data.train.images.shape[1:])}"
+        )
+    profile = resolve_preset(preset, device=dev).profile if preset else default_profile(dev)
+    _, ecfg = profile_configs(profile, synset.ipc, seed)
+    ecfg = _override(ecfg, num_models=num_models, epochs=epochs, empty_cells=empty_cells)
+    cb = (lambda d, t: progress("evaluate", d, t)) if progress else None
+    result = evaluate_images(synset.images, synset.labels, data, ecfg, device=dev, callback=cb)
+    if out is not None:
+        write_json(
+            out,
+            {
+                "command": "evaluate",
+                "dataset": data.name,
+                "profile": profile,
+                "eval_config": ecfg.to_dict(),
+                "synthetic": synset.meta,
+                **result.to_dict(),
+                "environment": environment(),
+            },
+        )
+    return result
+
+
+# ---- compare -----------------------------------------------------------------------------------
+@dataclass
+class CompareResult:
+    dataset: str
+    profile: str
+    results: dict[str, EvalResult]
+    synthetic: dict[str, SyntheticSet]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def compare(
+    dataset: str | FairDataset = "cmnist-fg-mini",
+    *,
+    methods: Sequence[str] = ("vanilla", "fairdd", "cobra"),
+    baselines: Sequence[str] = ("random", "random-balanced", "full"),
+    preset: str | None = None,
+    backbone: str = "dm",
+    ipc: int = 10,
+    iterations: int | None = None,
+    num_models: int | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    data_root: str | Path | None = None,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+) -> CompareResult:
+    """Distil ``methods`` in lockstep and evaluate them beside the ``baselines``, all at ``ipc``.
+
+    ``preset`` names the compute profile (``cpu`` or ``gpu``; default: by device). With ``out``,
+    writes ``summary.json`` and, per method, its synthetic set, record and image grid.
+    """
+    dev = resolve_device(device)
+    profile = preset or default_profile(dev)
+    PROFILES.get(profile)
+    specs = [replace(RECIPES.get(m), backbone=backbone).validate() for m in methods]
+    for b in baselines:
+        BASELINES.get(b)
+    if len(set(methods) | set(baselines)) != len(methods) + len(baselines):
+        raise FairDistillError("method and baseline names must be unique")
+    dcfg, ecfg = profile_configs(profile, ipc, seed)
+    dcfg = _override(dcfg, iterations=iterations)
+    ecfg = _override(ecfg, num_models=num_models, epochs=epochs)
+    data = _dataset(dataset, data_root)
+    timings: dict[str, float] = {}
+
+    synthetic: dict[str, SyntheticSet] = {}
+    if specs:
+        start = time.perf_counter()
+        cb = (lambda st: progress("distill", st.done, st.total)) if progress else None
+        synthetic = get_backbone(backbone).distill(data, specs, dcfg, device=dev, callback=cb)
+        timings["distill"] = time.perf_counter() - start
+        for s in synthetic.values():
+            s.meta["preset"] = f"{s.meta['method']['name']}-{profile}"
+
+    results: dict[str, EvalResult] = {}
+    train_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {
+        name: (s.images, s.labels) for name, s in synthetic.items()
+    }
+    for b in baselines:
+        idx = baseline_indices(b, data, ipc, seed)
+        train_sets[b] = (data.train.images[idx], data.train.labels[idx])
+    for name, (x, y) in train_sets.items():
+        cb = (lambda d, t, n=name: progress(f"evaluate {n}", d, t)) if progress else None
+        results[name] = evaluate_images(x, y, data, ecfg, device=dev, epochs=epochs_for(name, ecfg), callback=cb)
+        timings[f"evaluate {name}"] = results[name].seconds
+
+    summary = {
+        "dataset": data.name,
+        "preset": profile,
+        "backbone": backbone,
+        "ipc": ipc,
+        "seed": seed,
+        "device": str(dev),
+        "methods": {
+            name: {**{k: v for k, v in r.aggregate().items()}, "kind": "distilled" if name in synthetic else "baseline"}
+            for name, r in results.items()
+        },
+        "distill_config": dcfg.to_dict(),
+        "eval_config": ecfg.to_dict(),
+        "method_specs": {s.name: s.to_dict() for s in specs},
+        "seconds": timings,
+        "environment": environment(),
+    }
+    result = CompareResult(data.name, profile, results, synthetic, summary)
+    if out is not None:
+        write_compare(Path(out), result, data)
+    return result
+
+
+def write_compare(folder: Path, result: CompareResult, data: FairDataset) -> None:
+    """``summary.json`` plus one folder per method/baseline (record.json; synthetic set and grid.png)."""
+    for name, r in result.results.items():
+        record = {
+            "command": "compare",
+            "name": name,
+            "dataset": data.name,
+            "profile": result.profile,
+            "eval_config": result.summary["eval_config"],
+            **r.to_dict(),
+        }
+        if name in result.synthetic:
+            _write_method(folder / name, result.synthetic[name], data, record)
+        else:
+            write_json(folder / name / "record.json", {**record, "environment": environment()})
+    write_json(folder / "summary.json", result.summary)

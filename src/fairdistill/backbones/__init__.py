@@ -1,0 +1,26 @@
+"""Backbones: what is matched (DM features; DC gradients, IDC tiles, CAFE layers, MTT later).
+
+A backbone distils one or several :class:`~fairdistill.config.MethodSpec` at once ("lockstep":
+every method sees the same networks, real batches and augmentations, and shared forward passes
+are done once).
+"""
+
+from __future__ import annotations
+
+from ..registry import Registry
+from .base import Backbone, IterationCallback, IterationState
+
+BACKBONES: Registry[type[Backbone]] = Registry("backbone")
+
+from .dm import DM  # noqa: E402  (registers itself)
+
+
+def get_backbone(name: str) -> Backbone:
+    return BACKBONES.get(name)()
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    return BACKBONES.list(pattern)
+
+
+__all__ = ["BACKBONES", "DM", "Backbone", "IterationCallback", "IterationState", "get_backbone", "list_backbones"]

@@ -1,0 +1,104 @@
+"""The backbone interface and what every backbone shares: initial synthetic sets, networks, metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .. import rng
+from ..artifacts import SyntheticSet
+from ..config import DistillConfig, MethodSpec
+from ..data.dataset import FairDataset
+from ..data.sampling import RealSampler
+from ..errors import FairDistillError
+from ..models import create_model
+from ..training import init_weights
+
+
+@dataclass(frozen=True)
+class IterationState:
+    """What a backbone reports after each iteration (images are live views: copy what you keep)."""
+
+    done: int
+    total: int
+    losses: dict[str, float]
+    images: dict[str, Tensor]
+
+
+#: called after every iteration
+IterationCallback = Callable[[IterationState], None]
+
+
+class Backbone:
+    name: str = ""
+
+    def distill(
+        self,
+        dataset: FairDataset,
+        methods: Sequence[MethodSpec],
+        config: DistillConfig,
+        *,
+        device: torch.device,
+        callback: IterationCallback | None = None,
+    ) -> dict[str, SyntheticSet]:
+        raise NotImplementedError
+
+
+def check_ipc(dataset: FairDataset, ipc: int) -> None:
+    smallest = int(dataset.counts("train").sum(1).min())
+    if ipc < 1 or ipc > smallest:
+        raise FairDistillError(
+            f"ipc must lie in [1, {smallest}] (the smallest class of {dataset.name} has {smallest} images), got {ipc}"
+        )
+
+
+def initial_images(dataset: FairDataset, config: DistillConfig) -> tuple[Tensor, Tensor]:
+    """The starting synthetic set, ordered by class: random real images of each class, or noise.
+
+    Real images are drawn as the data comes (so a biased class starts mostly in its majority
+    group), the same for every method of a run.
+    """
+    check_ipc(dataset, config.ipc)
+    k = dataset.num_classes
+    labels = torch.arange(k).repeat_interleave(config.ipc)
+    if config.init == "noise":
+        g = rng.generator(config.seed, "init-noise")
+        images = torch.randn((k * config.ipc, *dataset.train.images.shape[1:]), generator=g)
+        return images, labels
+    sampler = RealSampler(dataset.train, k, dataset.num_groups)
+    idx = sampler.class_batch(config.ipc, rng.generator(config.seed, "init-real"))
+    idx = idx[torch.argsort(dataset.train.labels[idx], stable=True)]
+    return dataset.train.images[idx].clone(), labels
+
+
+def make_network(dataset: FairDataset, config: DistillConfig, *keys: object, device: torch.device) -> nn.Module:
+    """A network for ``dataset`` initialised from ``derive_seed(config.seed, *keys)``."""
+    net = create_model(
+        config.model,
+        channels=dataset.channels,
+        num_classes=dataset.num_classes,
+        image_size=dataset.image_size,
+        **config.model_kwargs,
+    )
+    return init_weights(net, rng.generator(config.seed, *keys)).to(device)
+
+
+def synthetic_meta(dataset: FairDataset, method: MethodSpec, config: DistillConfig) -> dict:
+    from ..artifacts import environment
+
+    return {
+        "method": method.to_dict(),
+        "config": config.to_dict(),
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint(),
+        "class_names": list(dataset.class_names),
+        "group_names": list(dataset.group_names),
+        "mean": list(dataset.mean),
+        "std": list(dataset.std),
+        "dsa_strategy": dataset.dsa_strategy,
+        "ipc": config.ipc,
+        "environment": environment(),
+    }

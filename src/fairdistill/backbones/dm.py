@@ -1,0 +1,181 @@
+"""DM: distribution matching (Zhao & Bilen, 2023), with any target, distance and embedder.
+
+Each iteration:
+
+1. draw a fresh random network (shared by every method of the run) and one DSA transform per class;
+2. for each (embedder network, real sampling) pair in use, draw a real batch, embed it in ONE
+   forward pass and sum the features per (class, group) cell (:class:`GroupStats`);
+3. for each method: embed its synthetic images (same DSA transform per class), take the class
+   means, and let the target turn the real statistics into a loss under the distance; one image
+   update.
+
+Methods that share the random embedder and the sampling share step 2, which is what makes
+``compare`` a paired comparison that costs little more than one method. Every draw comes from a
+generator derived from (seed, purpose, iteration), so a method distilled alone gives the same
+images as in lockstep with others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .. import rng
+from ..artifacts import SyntheticSet
+from ..augment import DSA, DSAParams
+from ..config import DistillConfig, MethodSpec
+from ..data.dataset import FairDataset
+from ..data.sampling import RealSampler
+from ..distances import Distance, get_distance
+from ..embedders import Embedder, WarmEmbedder, create_embedder, warm_epochs_for
+from ..errors import FairDistillError
+from ..targets import GroupStats, Target, get_target, resolve_sampling
+from . import BACKBONES
+from .base import Backbone, IterationCallback, IterationState, initial_images, make_network, synthetic_meta
+
+
+@dataclass
+class _Run:
+    """One method's state during lockstep distillation."""
+
+    spec: MethodSpec
+    target: Target
+    distance: Distance
+    embedder: Embedder
+    sampling: str
+    images: Tensor
+    optimizer: torch.optim.Optimizer
+    last_loss: float = float("nan")
+
+
+@BACKBONES.register("dm", "distribution matching: mean embeddings of random (or warm-started) ConvNets")
+class DM(Backbone):
+    name = "dm"
+
+    def distill(
+        self,
+        dataset: FairDataset,
+        methods: Sequence[MethodSpec],
+        config: DistillConfig,
+        *,
+        device: torch.device,
+        callback: IterationCallback | None = None,
+    ) -> dict[str, SyntheticSet]:
+        config.validate()
+        if not methods:
+            raise FairDistillError("no method to distill")
+        names = [m.name for m in methods]
+        if len(set(names)) != len(names):
+            raise FairDistillError(f"method names must be unique, got {names}")
+        k, g = dataset.num_classes, dataset.num_groups
+        init_x, syn_labels = initial_images(dataset, config)
+        syn_labels = syn_labels.to(device)
+        runs = [self._start(m, config, init_x.to(device)) for m in methods]
+
+        real_x = dataset.train.images.to(device)
+        real_y, real_a = dataset.train.labels.to(device), dataset.train.groups.to(device)
+        sampler = RealSampler(dataset.train, k, g)
+        shares = dataset.group_shares().to(device)
+        dsa = DSA(strategy=dataset.dsa_strategy) if config.dsa else None
+
+        for it in range(config.iterations):
+            net = make_network(dataset, config, "dm-net", it, device=device)
+            for p in net.parameters():
+                p.requires_grad_(False)
+            params = dsa.sample(k, generator=rng.generator(config.seed, "dm-dsa", it)) if dsa else None
+            real_stats: dict[tuple[str, str], GroupStats] = {}
+            for run in runs:
+                embed_net = run.embedder.prepare(
+                    net,
+                    run.images,
+                    syn_labels,
+                    generator=rng.generator(config.seed, "dm-warm", it),
+                    dsa=dsa,
+                )
+                key = ("shared" if run.embedder.shares_network else run.spec.name, run.sampling)
+                if key not in real_stats:
+                    idx = sampler.draw(
+                        run.sampling, config.batch_real, rng.generator(config.seed, "dm-real", run.sampling, it)
+                    )
+                    idx = idx.to(device)
+                    real_stats[key] = self._real_stats(
+                        embed_net,
+                        real_x[idx],
+                        real_y[idx],
+                        real_a[idx],
+                        dsa,
+                        params,
+                        k,
+                        g,
+                        shares if run.sampling == "stratified" else None,
+                    )
+                syn_feat = self._embed(embed_net, run.images, syn_labels, dsa, params)
+                syn_mean = syn_feat.view(k, config.ipc, -1).mean(1)
+                loss = run.target.loss(real_stats[key], syn_mean, run.distance)
+                run.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                run.optimizer.step()
+                run.last_loss = float(loss.detach())
+                if not torch.isfinite(run.images).all():
+                    raise FairDistillError(
+                        f"{run.spec.name}: synthetic images became NaN/inf at iteration {it}; "
+                        "lower the image learning rate"
+                    )
+            if callback is not None:
+                callback(
+                    IterationState(
+                        it + 1,
+                        config.iterations,
+                        {r.spec.name: r.last_loss for r in runs},
+                        {r.spec.name: r.images.detach() for r in runs},
+                    )
+                )
+
+        out = {}
+        for run in runs:
+            meta = synthetic_meta(dataset, run.spec, config)
+            meta["sampling"] = run.sampling
+            meta["final_loss"] = run.last_loss
+            out[run.spec.name] = SyntheticSet(run.images.detach().cpu().clone(), syn_labels.cpu(), meta)
+        return out
+
+    # ---- pieces ------------------------------------------------------------------------------
+    @staticmethod
+    def _start(spec: MethodSpec, config: DistillConfig, init_x: Tensor) -> _Run:
+        spec.validate()
+        target = get_target(spec.target)
+        if spec.embedder == "warm":
+            epochs = config.warm_epochs if config.warm_epochs is not None else warm_epochs_for(config.ipc)
+            embedder: Embedder = WarmEmbedder(epochs=epochs)
+        else:
+            embedder = create_embedder(spec.embedder)
+        images = init_x.clone().requires_grad_(True)
+        opt = torch.optim.SGD([images], lr=config.lr_img, momentum=config.img_momentum)
+        return _Run(
+            spec, target, get_distance(spec.distance), embedder, resolve_sampling(target, spec.sampling), images, opt
+        )
+
+    @staticmethod
+    def _embed(net: nn.Module, x: Tensor, labels: Tensor, dsa: DSA | None, params: DSAParams | None) -> Tensor:
+        if dsa is not None and params is not None:
+            x = dsa.apply(x, params, labels)  # the class's transform: Siamese with the real batch
+        return net.embed(x)
+
+    def _real_stats(
+        self,
+        net: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        a: Tensor,
+        dsa: DSA | None,
+        params: DSAParams | None,
+        k: int,
+        g: int,
+        shares: Tensor | None,
+    ) -> GroupStats:
+        with torch.no_grad():
+            feats = self._embed(net, x, y, dsa, params)
+        return GroupStats.from_features(feats, y, a, k, g, population_shares=shares)

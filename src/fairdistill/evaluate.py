@@ -1,0 +1,196 @@
+"""Judge a set of training images: train fresh networks on it, test them on the real test set.
+
+Also the baselines every comparison reports beside the distilled sets, at the same IPC:
+``random`` (a random real subset, as the data comes, so biased), ``random-balanced`` (the same
+number of images from every group of a class) and ``full`` (the whole training set).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import rng
+from .augment import DSA
+from .config import EvalConfig
+from .data.dataset import FairDataset
+from .errors import FairDistillError
+from .metrics import FairnessReport, fairness_report
+from .models import create_model
+from .registry import Registry
+from .training import SGDConfig, init_weights, predict, train
+
+HEADLINE = ("acc", "deo_m", "deo_a", "worst_group_acc", "suff_m", "suff_a")
+
+#: called after each evaluation model with (models done, total)
+ModelCallback = Callable[[int, int], None]
+
+
+@dataclass
+class EvalResult:
+    """Per-model fairness reports of one training set and their mean / std (percent)."""
+
+    reports: list[FairnessReport]
+    seeds: list[int]
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    def aggregate(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for key in HEADLINE:
+            vals = np.array([getattr(r, key) for r in self.reports], dtype=float)
+            out[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)) if len(vals) > 1 else 0.0}
+        return out
+
+    def mean_tpr(self) -> np.ndarray:
+        """(G, K) TPR table averaged over models (nan where the test cell is empty)."""
+        return np.mean([r.tpr for r in self.reports], axis=0)
+
+    def to_dict(self) -> dict:
+        return {
+            **self.aggregate(),
+            "models": [{"seed": s, **r.to_dict()} for s, r in zip(self.seeds, self.reports, strict=True)],
+            "tpr_mean": self.mean_tpr(),
+            "seconds": self.seconds,
+            **self.extra,
+        }
+
+
+def evaluate_images(
+    images: Tensor,
+    labels: Tensor,
+    dataset: FairDataset,
+    config: EvalConfig,
+    *,
+    device: torch.device,
+    epochs: int | None = None,
+    callback: ModelCallback | None = None,
+) -> EvalResult:
+    """Train ``config.num_models`` networks on (images, labels) and report fairness metrics on the test set.
+
+    Model ``j`` is initialised and shuffled from ``derive_seed(config.seed, "eval", j)``, the same for
+    every training set, so methods are compared on paired models.
+    """
+    config.validate()
+    if images.ndim != 4 or images.shape[1:] != dataset.train.images.shape[1:]:
+        raise FairDistillError(
+            f"images of shape {tuple(images.shape)} do not match the dataset's {tuple(dataset.train.images.shape[1:])}"
+        )
+    if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+        raise FairDistillError(f"need as many labels as images (got {images.shape[0]} and {labels.shape[0]})")
+    if not torch.isfinite(images).all():
+        raise FairDistillError("training images contain NaN or infinite values")
+    start = time.perf_counter()
+    x, y = images.detach().to(device), labels.to(device)
+    test_x, test_y, test_a = dataset.test.images.to(device), dataset.test.labels, dataset.test.groups
+    dsa = DSA(strategy=dataset.dsa_strategy) if config.dsa else None
+    sgd = SGDConfig(
+        lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, batch_size=config.batch_size
+    )
+    reports, seeds = [], []
+    for j in range(config.num_models):
+        seed = rng.derive_seed(config.seed, "eval", j)
+        gen = torch.Generator().manual_seed(seed)
+        model = create_model(
+            config.model,
+            channels=dataset.channels,
+            num_classes=dataset.num_classes,
+            image_size=dataset.image_size,
+            **config.model_kwargs,
+        )
+        model = init_weights(model, gen).to(device)
+        train(model, x, y, epochs=epochs or config.epochs, generator=gen, sgd=sgd, dsa=dsa)
+        pred = predict(model, test_x).cpu()
+        reports.append(
+            fairness_report(
+                test_y,
+                pred,
+                sensitive_features=test_a,
+                n_classes=dataset.num_classes,
+                n_groups=dataset.num_groups,
+                empty_cells=config.empty_cells,  # type: ignore[arg-type]
+                class_names=dataset.class_names,
+                group_names=dataset.group_names,
+            )
+        )
+        seeds.append(seed)
+        if callback is not None:
+            callback(j + 1, config.num_models)
+    return EvalResult(reports, seeds, time.perf_counter() - start)
+
+
+# ---- baselines ---------------------------------------------------------------------------------
+Baseline = Callable[[FairDataset, int, int], Tensor]
+BASELINES: Registry[Baseline] = Registry("baseline")
+
+
+@BASELINES.register("random", "a random real subset of ipc images per class, as the data comes (biased)")
+def random_subset(dataset: FairDataset, ipc: int, seed: int) -> Tensor:
+    from .data.sampling import RealSampler
+
+    sampler = RealSampler(dataset.train, dataset.num_classes, dataset.num_groups)
+    return sampler.class_batch(ipc, rng.generator(seed, "baseline-random"))
+
+
+@BASELINES.register(
+    "random-balanced", "a random real subset with the same number of images from every group of a class"
+)
+def balanced_subset(dataset: FairDataset, ipc: int, seed: int) -> Tensor:
+    """ipc images per class, spread over its groups as evenly as possible.
+
+    Each group gets ``ipc // G`` images and ``ipc % G`` randomly chosen groups one more; a group with
+    too few images gives all it has and the shortfall goes to the groups with images to spare.
+    """
+    gen = rng.generator(seed, "baseline-balanced")
+    counts = dataset.counts("train")
+    train = dataset.train
+    chosen = []
+    for c in range(dataset.num_classes):  # quotas are per class; the draws below are vectorised
+        avail = counts[c].clone()
+        quota = torch.zeros_like(avail)
+        need = ipc
+        while need > 0 and int(avail.sum()) > 0:  # water-filling: at most G rounds
+            open_groups = (avail > 0).nonzero().flatten()
+            share = need // len(open_groups)
+            extra = open_groups[torch.randperm(len(open_groups), generator=gen)[: need % len(open_groups)]]
+            add = torch.zeros_like(avail)
+            add[open_groups] = share
+            add[extra] += 1
+            add = torch.minimum(add, avail)
+            quota += add
+            avail -= add
+            need -= int(add.sum())
+        for a in quota.nonzero().flatten().tolist():
+            idx = ((train.labels == c) & (train.groups == a)).nonzero().flatten()
+            chosen.append(idx[torch.randperm(len(idx), generator=gen)[: int(quota[a])]])
+    return torch.cat(chosen)
+
+
+@BASELINES.register("full", "the whole training set")
+def full_set(dataset: FairDataset, ipc: int, seed: int) -> Tensor:
+    return torch.arange(len(dataset.train))
+
+
+def list_baselines(pattern: str = "*") -> list[str]:
+    return BASELINES.list(pattern)
+
+
+def baseline_indices(name: str, dataset: FairDataset, ipc: int, seed: int) -> Tensor:
+    """Training-set indices of the baseline ``name`` at ``ipc`` images per class."""
+    return BASELINES.get(name)(dataset, ipc, seed)
+
+
+def epochs_for(name: str, config: EvalConfig) -> int:
+    """The full-data baseline trains for ``full_epochs``; everything else for ``epochs``."""
+    return config.full_epochs if name == "full" else config.epochs
+
+
+def format_mean_std(stats: dict[str, float]) -> str:
+    m, s = stats["mean"], stats["std"]
+    return "nan" if math.isnan(m) else f"{m:.1f} ± {s:.1f}"
