@@ -219,10 +219,10 @@ def compare(
         )
     s = result.summary
     title = (
-        f"{s['dataset']}, {s['backbone']}, ipc {s['ipc']}, preset {s['preset']}, "
-        f"{s['eval_config']['num_models']} evaluation model(s) — mean ± std, percent"
+        f"{s['dataset']} · {s['backbone']} · ipc {s['ipc']} · preset {s['preset']} · "
+        f"{s['eval_config']['num_models']} model(s) · mean ± std, %"
     )
-    _print_table({n: m for n, m in s["methods"].items()}, title=title)
+    _print_table(s["methods"], title=title)
     out_console.print(f"wrote {out / 'summary.json'}", highlight=False)
 
 

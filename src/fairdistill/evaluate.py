@@ -144,28 +144,27 @@ def random_subset(dataset: FairDataset, ipc: int, seed: int) -> Tensor:
 def balanced_subset(dataset: FairDataset, ipc: int, seed: int) -> Tensor:
     """ipc images per class, spread over its groups as evenly as possible.
 
-    Each group gets ``ipc // G`` images and ``ipc % G`` randomly chosen groups one more; a group with
-    too few images gives all it has and the shortfall goes to the groups with images to spare.
+    Water-filling: every group gives the same number of images, a group with too few gives all it
+    has, and what is left of ``ipc`` goes one image each to randomly chosen groups with images to spare.
     """
+    from .backbones.base import check_ipc
+
+    check_ipc(dataset, ipc)
     gen = rng.generator(seed, "baseline-balanced")
     counts = dataset.counts("train")
     train = dataset.train
     chosen = []
-    for c in range(dataset.num_classes):  # quotas are per class; the draws below are vectorised
-        avail = counts[c].clone()
-        quota = torch.zeros_like(avail)
-        need = ipc
-        while need > 0 and int(avail.sum()) > 0:  # water-filling: at most G rounds
-            open_groups = (avail > 0).nonzero().flatten()
-            share = need // len(open_groups)
-            extra = open_groups[torch.randperm(len(open_groups), generator=gen)[: need % len(open_groups)]]
-            add = torch.zeros_like(avail)
-            add[open_groups] = share
-            add[extra] += 1
-            add = torch.minimum(add, avail)
-            quota += add
-            avail -= add
-            need -= int(add.sum())
+    for c in range(dataset.num_classes):  # quotas are per class
+        avail = counts[c]
+        # water level L: every group gives min(avail, L), the largest L that fits in ipc ...
+        levels = torch.arange(int(avail.max()) + 1)
+        filled = torch.minimum(avail.unsqueeze(0), levels.unsqueeze(1)).sum(1)
+        level = int(levels[filled <= ipc].max())
+        quota = torch.minimum(avail, torch.tensor(level))
+        # ... and the remainder goes one each to random groups that still have images
+        spare = (avail > level).nonzero().flatten()
+        extra = spare[torch.randperm(len(spare), generator=gen)[: ipc - int(quota.sum())]]
+        quota[extra] += 1
         for a in quota.nonzero().flatten().tolist():
             idx = ((train.labels == c) & (train.groups == a)).nonzero().flatten()
             chosen.append(idx[torch.randperm(len(idx), generator=gen)[: int(quota[a])]])

@@ -16,7 +16,7 @@ uniform-sampling    uniform-samp.  l2sq     random   re-balanced real batches, p
 Profiles: ``gpu`` uses the published DM settings (20,000 iterations, 256 real images per class,
 ConvNet-128, evaluation for 1,000 epochs over 5 models); ``cpu`` finishes ``compare`` on the
 embedded default in minutes on two cores (ConvNet width 32, 300 iterations, 64 real images per
-class, 3 warm-start epochs instead of 10, evaluation for 300 epochs over 2 models). A preset name
+class, 3 warm-start epochs instead of 10, evaluation for 200 epochs over 2 models). A preset name
 is ``RECIPE`` (profile chosen by the device: ``gpu`` with CUDA, else ``cpu``) or ``RECIPE-PROFILE``.
 Every run records the preset and the resolved settings.
 """
@@ -84,7 +84,7 @@ def _gpu(ipc: int) -> tuple[DistillConfig, EvalConfig]:
 def _cpu(ipc: int) -> tuple[DistillConfig, EvalConfig]:
     net = {"width": 32, "depth": 3, "norm": "instance"}
     distill = DistillConfig(ipc=ipc, iterations=300, lr_img=1.0, batch_real=64, model_kwargs=net, warm_epochs=3)
-    evaluation = EvalConfig(model_kwargs=net, num_models=2, epochs=300, full_epochs=15)
+    evaluation = EvalConfig(model_kwargs=net, num_models=2, epochs=200, full_epochs=15)
     return distill, evaluation
 
 
@@ -93,7 +93,7 @@ PROFILES.add(
     "gpu", Profile("gpu", "published DM settings (20k iterations, ConvNet-128, 1000-epoch evaluation x 5)", _gpu)
 )
 PROFILES.add(
-    "cpu", Profile("cpu", "two CPU cores in minutes (ConvNet-32, 300 iterations, 300-epoch evaluation x 2)", _cpu)
+    "cpu", Profile("cpu", "two CPU cores in minutes (ConvNet-32, 300 iterations, 200-epoch evaluation x 2)", _cpu)
 )
 
 

@@ -96,15 +96,27 @@ class GroupStats:
 
 
 class Target:
-    """Base class: a group aggregation turned into a matching loss."""
+    """Base class: a group aggregation turned into a matching loss.
+
+    Most targets are a weighted mean of the group statistics: :meth:`cell_weights` gives the
+    (K, G) weights (each class row sums to one over its present groups), and the statistic is
+    ``sum_a w(y, a) m(y, a)``. Because the weights act on cells, a backbone can apply them per
+    sample instead (weight ``w(y, a) / n(y, a)`` on each real sample), which is how gradient
+    matching gets the barycenter of group gradients from a single backward pass.
+    """
 
     name: str = ""
     default_sampling: Sampling = "stratified"
     samplings: tuple[str, ...] = SAMPLINGS
 
+    def cell_weights(self, stats: GroupStats) -> Tensor | None:
+        """(K, G) weights of the group statistics in the target, or ``None`` if matched per group."""
+        raise NotImplementedError
+
     def statistic(self, stats: GroupStats) -> Tensor:
         """The (K, D) class statistic the synthetic set is pulled to."""
-        raise NotImplementedError
+        w = self.cell_weights(stats)
+        return (w.unsqueeze(-1) * stats.means).sum(1)
 
     def loss(self, stats: GroupStats, syn: Tensor, distance: Distance) -> Tensor:
         """Sum over classes present in the real batch of d(target, syn)."""
@@ -120,26 +132,28 @@ class Population(Target):
     name = "population"
     default_sampling = "class"
 
-    def statistic(self, stats: GroupStats) -> Tensor:
-        return (stats.population_weights.unsqueeze(-1) * stats.means).sum(1)
+    def cell_weights(self, stats: GroupStats) -> Tensor:
+        return stats.population_weights
 
 
 @TARGETS.register("barycenter", "uniform mean of the present groups' statistics (COBRA)")
 class Barycenter(Target):
     name = "barycenter"
 
-    def statistic(self, stats: GroupStats) -> Tensor:
-        present = stats.present.to(stats.sums.dtype)
-        w = present / present.sum(1, keepdim=True).clamp_min(1)
-        return (w.unsqueeze(-1) * stats.means).sum(1)
+    def cell_weights(self, stats: GroupStats) -> Tensor:
+        present = stats.present.to(stats.counts.dtype)
+        return present / present.sum(1, keepdim=True).clamp_min(1)
 
 
 @TARGETS.register("group-sync", "one distance term per group, summed (FairDD synchronized matching)")
 class GroupSync(Target):
     name = "group-sync"
 
+    def cell_weights(self, stats: GroupStats) -> None:
+        return None  # every group is matched on its own
+
     def statistic(self, stats: GroupStats) -> Tensor:
-        # Not what is matched (every group is), but the point group-sync pulls toward under l2sq.
+        # Not what is matched, but the point that group-sync pulls toward under squared L2.
         return Barycenter().statistic(stats)
 
     def loss(self, stats: GroupStats, syn: Tensor, distance: Distance) -> Tensor:
@@ -152,8 +166,9 @@ class UniformSampling(Target):
     name = "uniform-sampling"
     samplings = ("stratified",)  # by definition the batch is group-balanced
 
-    def statistic(self, stats: GroupStats) -> Tensor:
-        return stats.sums.sum(1) / stats.counts.sum(1).clamp_min(1).unsqueeze(-1)
+    def cell_weights(self, stats: GroupStats) -> Tensor:
+        # the pooled mean weights each group by its share of the batch
+        return stats.counts / stats.counts.sum(1, keepdim=True).clamp_min(1)
 
 
 def get_target(name: str) -> Target:
