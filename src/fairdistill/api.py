@@ -20,7 +20,15 @@ from .backbones import get_backbone
 from .data import FairDataset, load_dataset
 from .errors import FairDistillError, unknown_name
 from .evaluate import BASELINES, EvalResult, baseline_indices, epochs_for, evaluate_images
-from .presets import PROFILES, RECIPES, default_profile, profile_configs, resolve_preset
+from .presets import (
+    DEFAULT_BACKBONE,
+    PROFILES,
+    default_profile,
+    get_method,
+    preset_name,
+    profile_configs,
+    resolve_preset,
+)
 from .runtime import resolve_device
 
 log = logging.getLogger("fairdistill")
@@ -54,15 +62,17 @@ def distill(
 ) -> SyntheticSet:
     """Distil one synthetic set.
 
-    The preset gives the method recipe and compute profile; ``backbone``, ``target``, ``distance``,
-    ``embedder`` and ``sampling`` override single knobs of the recipe, ``iterations`` and any other
-    :class:`DistillConfig` field (``overrides``) single settings. With ``out``, the set, a JSON
+    The preset gives the method recipe and compute profile; ``backbone`` picks the backbone whose
+    form of the recipe (and settings of the profile) is used (``preset="cobra", backbone="dc"`` is
+    the same as ``preset="dc-cobra"``); ``target``, ``distance``, ``embedder`` and ``sampling``
+    override single knobs of the recipe, ``iterations`` and any other :class:`DistillConfig` field
+    (``overrides``, e.g. ``outer_loop`` for DC) single settings. With ``out``, the set, a JSON
     record and an image grid are written there.
     """
     dev = resolve_device(device)
-    p = resolve_preset(preset, ipc=ipc, seed=seed, device=dev)
-    knobs = {"backbone": backbone, "target": target, "distance": distance, "embedder": embedder, "sampling": sampling}
-    method = replace(p.method, **{k: v for k, v in knobs.items() if v is not None}).validate()
+    p = resolve_preset(preset, ipc=ipc, seed=seed, device=dev, backbone=backbone)
+    knobs = {"target": target, "distance": distance, "embedder": embedder, "sampling": sampling}
+    method = replace(p.method, **{k: v for k, v in knobs.items() if v is not None}).resolved().validate()
     config = _override(p.distill, iterations=iterations, **overrides)
     data = _dataset(dataset, data_root)
     start = time.perf_counter()
@@ -123,7 +133,8 @@ def evaluate(
             f"{tuple(data.train.images.shape[1:])}"
         )
     profile = resolve_preset(preset, device=dev).profile if preset else default_profile(dev)
-    _, ecfg = profile_configs(profile, synset.ipc, seed)
+    backbone = synset.meta.get("method", {}).get("backbone", DEFAULT_BACKBONE)
+    _, ecfg = profile_configs(profile, synset.ipc, seed, backbone)
     ecfg = _override(ecfg, num_models=num_models, epochs=epochs, empty_cells=empty_cells)
     cb = (lambda d, t: progress("evaluate", d, t)) if progress else None
     result = evaluate_images(synset.images, synset.labels, data, ecfg, device=dev, callback=cb)
@@ -172,18 +183,21 @@ def compare(
 ) -> CompareResult:
     """Distil ``methods`` in lockstep and evaluate them beside the ``baselines``, all at ``ipc``.
 
-    ``preset`` names the compute profile (``cpu`` or ``gpu``; default: by device). With ``out``,
-    writes ``summary.json`` and, per method, its synthetic set, record and image grid.
+    ``methods`` are recipe names, each taken in ``backbone``'s form (for ``dc``, ``cobra`` is the
+    barycenter target with the layer-wise cosine gradient distance; see :mod:`fairdistill.presets`).
+    ``preset`` names the compute profile (``cpu`` or ``gpu``; default: by device), whose settings
+    for ``backbone`` are used. With ``out``, writes ``summary.json`` and, per method, its synthetic
+    set, record and image grid.
     """
     dev = resolve_device(device)
     profile = preset or default_profile(dev)
     PROFILES.get(profile)
-    specs = [replace(RECIPES.get(m), backbone=backbone).validate() for m in methods]
+    specs = [get_method(m, backbone).validate() for m in methods]  # the backbone's form of each recipe
     for b in baselines:
         BASELINES.get(b)
     if len(set(methods) | set(baselines)) != len(methods) + len(baselines):
         raise FairDistillError("method and baseline names must be unique")
-    dcfg, ecfg = profile_configs(profile, ipc, seed)
+    dcfg, ecfg = profile_configs(profile, ipc, seed, backbone)
     dcfg = _override(dcfg, iterations=iterations)
     ecfg = _override(ecfg, num_models=num_models, epochs=epochs)
     data = _dataset(dataset, data_root)
@@ -196,7 +210,7 @@ def compare(
         synthetic = get_backbone(backbone).distill(data, specs, dcfg, device=dev, callback=cb)
         timings["distill"] = time.perf_counter() - start
         for s in synthetic.values():
-            s.meta["preset"] = f"{s.meta['method']['name']}-{profile}"
+            s.meta["preset"] = preset_name(backbone, s.meta["method"]["name"], profile)
 
     results: dict[str, EvalResult] = {}
     train_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {

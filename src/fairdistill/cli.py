@@ -100,9 +100,11 @@ def distill(
     dataset: DatasetOpt = "cmnist-fg-mini",
     data_root: DataRootOpt = None,
     preset: Annotated[
-        str, typer.Option("--preset", help="Method preset, e.g. cobra, fairdd-cpu, vanilla-gpu.")
+        str, typer.Option("--preset", help="Method preset, e.g. cobra, fairdd-cpu, vanilla-gpu, dc-cobra.")
     ] = "cobra",
-    backbone: Annotated[str | None, typer.Option("--backbone", help="Override the backbone (dm).")] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", help="Backbone (dm, dc): use its form of the preset's recipe.")
+    ] = None,
     target: Annotated[str | None, typer.Option("--target", help="Override the target.")] = None,
     distance: Annotated[str | None, typer.Option("--distance", help="Override the distance.")] = None,
     embedder: Annotated[str | None, typer.Option("--embedder", help="Override the embedder.")] = None,
@@ -248,15 +250,17 @@ def datasets() -> None:
 
 @app.command()
 def presets() -> None:
-    """List the method recipes and compute profiles (preset = RECIPE or RECIPE-PROFILE)."""
-    from .presets import PROFILES, RECIPES
+    """List the method recipes per backbone and the compute profiles (preset = [BACKBONE-]RECIPE[-PROFILE])."""
+    from .backbones import BACKBONES
+    from .presets import BACKBONE_RECIPES, PROFILES, preset_name
 
-    out_console.print("[bold]method recipes[/]")
-    for name in RECIPES.list():
-        m = RECIPES.get(name)
-        out_console.print(
-            f"  {name:<18} {m.target} + {m.distance} + {m.embedder}: {RECIPES.describe(name)}", highlight=False
-        )
+    for backbone, recipes in BACKBONE_RECIPES.items():
+        out_console.print(f"[bold]method recipes, backbone {backbone}[/]")
+        has_embedders = BACKBONES.get(backbone).embedders is None  # DC trains its own network: no embedder knob
+        for name in recipes.list():
+            m, label = recipes.get(name), preset_name(backbone, name)
+            knobs = f"{m.target} + {m.distance}" + (f" + {m.embedder}" if has_embedders else "")
+            out_console.print(f"  {label:<22} {knobs}: {recipes.describe(name)}", highlight=False)
     out_console.print("[bold]compute profiles[/]")
     for name in PROFILES.list():
         out_console.print(f"  {name:<18} {PROFILES.get(name).description}", highlight=False)

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import FairDistillError
@@ -20,19 +20,32 @@ class MethodSpec:
     name: str
     backbone: str = "dm"
     target: str = "population"
-    distance: str = "l2sq"
+    distance: str | None = None  # None: the backbone's default (dm: l2sq, dc: layer-cosine)
     embedder: str = "random"
     sampling: str | None = None  # None: the target's default ("class" for population, else "stratified")
 
+    def resolved(self) -> MethodSpec:
+        """This spec with the backbone's default distance filled in (what runs, and what is recorded)."""
+        if self.distance is not None:
+            return self
+        from .backbones import BACKBONES
+
+        return replace(self, distance=BACKBONES.get(self.backbone).default_distance)
+
     def validate(self) -> MethodSpec:
         from .backbones import BACKBONES
-        from .distances import DISTANCES
         from .embedders import EMBEDDERS
         from .targets import get_target, resolve_sampling
 
-        BACKBONES.get(self.backbone)
-        DISTANCES.get(self.distance)
+        backbone = BACKBONES.get(self.backbone)
+        # each backbone names the registry its distances come from (features vs gradients)
+        backbone.distances.get(self.resolved().distance)
         EMBEDDERS.get(self.embedder)
+        if backbone.embedders is not None and self.embedder not in backbone.embedders:
+            raise FairDistillError(
+                f"backbone {self.backbone!r} cannot use embedder {self.embedder!r}; allowed: "
+                f"{', '.join(backbone.embedders)}"
+            )
         resolve_sampling(get_target(self.target), self.sampling)
         return self
 
@@ -54,6 +67,11 @@ class DistillConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     dsa: bool = True
     warm_epochs: int | None = None  # None: the published schedule for the IPC
+    # DC (gradient matching) only: image updates per iteration, inner training epochs between them
+    # (None: the published schedule for the IPC, see backbones.dc.published_loops) and the inner lr
+    outer_loop: int | None = None
+    inner_loop: int | None = None
+    lr_net: float = 0.01
     seed: int = 0
 
     def validate(self) -> DistillConfig:
@@ -67,6 +85,12 @@ class DistillConfig:
             raise FairDistillError(f"unknown init {self.init!r}; allowed: noise, real")
         if self.warm_epochs is not None and self.warm_epochs < 0:
             raise FairDistillError(f"warm_epochs must be >= 0, got {self.warm_epochs}")
+        if self.outer_loop is not None and self.outer_loop < 1:
+            raise FairDistillError(f"outer_loop must be >= 1, got {self.outer_loop}")
+        if self.inner_loop is not None and self.inner_loop < 0:
+            raise FairDistillError(f"inner_loop must be >= 0, got {self.inner_loop}")
+        if not self.lr_net > 0:
+            raise FairDistillError(f"lr_net must be > 0, got {self.lr_net}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

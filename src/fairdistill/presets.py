@@ -1,6 +1,7 @@
-"""Named presets: a method recipe (what is distilled) x a compute profile (how much).
+"""Named presets: a method recipe (what is distilled) x a compute profile (how much), per backbone.
 
-Method recipes (SPEC section 2; the knobs are independent, so each effect can be measured alone):
+Method recipes of the DM backbone (SPEC section 2; the knobs are independent, so each effect can be
+measured alone):
 
 =================== ============== ======== ======== ==================================================
 recipe              target         distance embedder note
@@ -13,17 +14,37 @@ barycenter-l1       barycenter     l1       random   target + distance, no warm 
 uniform-sampling    uniform-samp.  l2sq     random   re-balanced real batches, population target
 =================== ============== ======== ======== ==================================================
 
-Profiles: ``gpu`` uses the published DM settings (20,000 iterations, 256 real images per class,
-ConvNet-128, evaluation for 1,000 epochs over 5 models); ``cpu`` finishes ``compare`` on the
-embedded default in minutes on two cores (ConvNet width 32, 300 iterations, 64 real images per
-class, 3 warm-start epochs instead of 10, evaluation for 200 epochs over 2 models). A preset name
-is ``RECIPE`` (profile chosen by the device: ``gpu`` with CUDA, else ``cpu``) or ``RECIPE-PROFILE``.
-Every run records the preset and the resolved settings.
+Method recipes of the DC backbone (gradient distances; DC trains its own network in the inner loop,
+so there is no embedder knob). The same recipe name means the same idea on every backbone:
+
+=================== ============== ============= ==============================================================
+recipe              target         distance      note
+=================== ============== ============= ==============================================================
+vanilla             population     layer-cosine  DC as published
+fairdd              group-sync     layer-cosine  FairDD-DC: one distance term per group's gradient
+cobra               barycenter     layer-cosine  COBRA-DC: mean of the group gradients, in one backward pass
+barycenter-l2sq     barycenter     l2sq          the barycenter under squared L2 on gradients
+uniform-sampling    uniform-samp.  layer-cosine  re-balanced real batches, population target
+=================== ============== ============= ==============================================================
+
+Profiles give settings per backbone. ``gpu``: the published settings: DM 20,000 iterations, 256
+real images per class, ConvNet-128; DC 1,000 iterations, lr_img 0.1, lr_net 0.01, 256 real images
+per class, ConvNet-128, the published outer/inner schedule; evaluation for 1,000 epochs over 5
+models. ``cpu``: finishes ``compare`` on the embedded default in minutes on two cores: DM ConvNet
+width 32, 300 iterations, 64 real images per class, 3 warm-start epochs instead of 10; DC ConvNet
+width 32, 32 real images per class, the published loop schedule capped at 5 outer steps x 5
+inner epochs and 100 image updates in all (20 iterations at IPC >= 10; see ``_dc_cpu``);
+evaluation for 200 epochs over 2 models.
+
+A preset name is ``RECIPE`` or ``RECIPE-PROFILE`` for DM and ``BACKBONE-RECIPE[-PROFILE]`` for
+the other backbones (``dc-cobra``, ``dc-fairdd-gpu``); without a profile it is chosen by the device
+(``gpu`` with CUDA, else ``cpu``). Functions taking ``backbone=`` accept the bare recipe name
+too. Every run records the preset and the resolved settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import torch
@@ -65,13 +86,64 @@ RECIPES.add(
 )
 
 
+DC_RECIPES: Registry[MethodSpec] = Registry("dc method")
+DC_RECIPES.add(
+    "vanilla",
+    MethodSpec("vanilla", backbone="dc", target="population", distance="layer-cosine"),
+    "population target, per-unit cosine of gradients (DC as published)",
+)
+DC_RECIPES.add(
+    "fairdd",
+    MethodSpec("fairdd", backbone="dc", target="group-sync", distance="layer-cosine"),
+    "group-sync target: one gradient distance per group, summed (FairDD-DC)",
+)
+DC_RECIPES.add(
+    "cobra",
+    MethodSpec("cobra", backbone="dc", target="barycenter", distance="layer-cosine"),
+    "barycenter of the group gradients in one backward pass (COBRA-DC)",
+)
+DC_RECIPES.add(
+    "barycenter-l2sq",
+    MethodSpec("barycenter-l2sq", backbone="dc", target="barycenter", distance="l2sq"),
+    "barycenter target with squared L2 between gradients",
+)
+DC_RECIPES.add(
+    "uniform-sampling",
+    MethodSpec("uniform-sampling", backbone="dc", target="uniform-sampling", distance="layer-cosine"),
+    "population target on group-balanced real batches (re-balancing baseline)",
+)
+
+DEFAULT_BACKBONE = "dm"
+#: each backbone's recipes; a recipe name means the same idea on every backbone that has it
+BACKBONE_RECIPES: dict[str, Registry[MethodSpec]] = {"dm": RECIPES, "dc": DC_RECIPES}
+
+
+def recipes_for(backbone: str = DEFAULT_BACKBONE) -> Registry[MethodSpec]:
+    """The method recipes of ``backbone``."""
+    try:
+        return BACKBONE_RECIPES[backbone]
+    except KeyError:
+        raise unknown_name("backbone with recipes", backbone, BACKBONE_RECIPES) from None
+
+
+#: settings at an IPC: (distillation config, evaluation config)
+ConfigBuilder = Callable[[int], tuple[DistillConfig, EvalConfig]]
+
+
 @dataclass(frozen=True)
 class Profile:
-    """Compute settings: a function of the IPC giving the distillation and evaluation configs."""
+    """Compute settings: per backbone, a function of the IPC giving the distillation and evaluation configs."""
 
     name: str
     description: str
-    build: Callable[[int], tuple[DistillConfig, EvalConfig]]
+    builds: Mapping[str, ConfigBuilder]
+
+    def configs(self, ipc: int, backbone: str = DEFAULT_BACKBONE) -> tuple[DistillConfig, EvalConfig]:
+        try:
+            build = self.builds[backbone]
+        except KeyError:
+            raise unknown_name(f"backbone for profile {self.name!r}", backbone, self.builds) from None
+        return build(ipc)
 
 
 def _gpu(ipc: int) -> tuple[DistillConfig, EvalConfig]:
@@ -88,12 +160,51 @@ def _cpu(ipc: int) -> tuple[DistillConfig, EvalConfig]:
     return distill, evaluation
 
 
+def _dc_gpu(ipc: int) -> tuple[DistillConfig, EvalConfig]:
+    # DC with DSA as published (Zhao & Bilen 2021); outer/inner loops from the IPC (backbones.dc.published_loops)
+    distill, evaluation = _gpu(ipc)
+    return replace(distill, iterations=1000, lr_img=0.1, lr_net=0.01, batch_real=256), evaluation
+
+
+def _dc_cpu(ipc: int) -> tuple[DistillConfig, EvalConfig]:
+    # The published 10 x 50 loop schedule costs ~30 s per iteration per method on one core (ConvNet-32,
+    # 28 px). Cut to 5 outer steps x 5 inner epochs with 32 real images per class: measured on the
+    # cmnist-fg-mini default (2 busy cores), vanilla + fairdd + cobra in lockstep take ~12 s per
+    # iteration at IPC 10, so ``compare`` distils in about 4 minutes (100 image updates per method).
+    from .backbones.dc import published_loops
+
+    outer, inner = (min(n, 5) for n in published_loops(ipc))
+    distill, evaluation = _cpu(ipc)
+    # 100 image updates whatever the schedule (IPC 1: 100 iterations of one outer step)
+    distill = replace(
+        distill,
+        iterations=100 // outer,
+        lr_img=0.1,
+        lr_net=0.01,
+        batch_real=32,
+        outer_loop=outer,
+        inner_loop=inner,
+    )
+    return replace(distill, warm_epochs=None), evaluation
+
+
 PROFILES: Registry[Profile] = Registry("profile")
 PROFILES.add(
-    "gpu", Profile("gpu", "published DM settings (20k iterations, ConvNet-128, 1000-epoch evaluation x 5)", _gpu)
+    "gpu",
+    Profile(
+        "gpu",
+        "published settings (DM: 20k iterations; DC: 1k iterations, published loops), ConvNet-128, 1000-epoch "
+        "evaluation x 5",
+        {"dm": _gpu, "dc": _dc_gpu},
+    ),
 )
 PROFILES.add(
-    "cpu", Profile("cpu", "two CPU cores in minutes (ConvNet-32, 300 iterations, 200-epoch evaluation x 2)", _cpu)
+    "cpu",
+    Profile(
+        "cpu",
+        "two CPU cores in minutes (ConvNet-32; DM: 300 iterations; DC: 100 image updates), 200-epoch evaluation x 2",
+        {"dm": _cpu, "dc": _dc_cpu},
+    ),
 )
 
 
@@ -105,7 +216,7 @@ def default_profile(device: torch.device | None = None) -> str:
 
 @dataclass(frozen=True)
 class Preset:
-    """A resolved preset: recipe, profile and the configs they give at an IPC."""
+    """A resolved preset: recipe, profile and the configs they give at an IPC (``method.backbone`` says which)."""
 
     name: str
     method: MethodSpec
@@ -114,34 +225,66 @@ class Preset:
     evaluation: EvalConfig
 
 
-def list_presets() -> list[str]:
-    return [f"{r}{suffix}" for r in RECIPES.list() for suffix in ("", "-cpu", "-gpu")]
+def preset_name(backbone: str, recipe: str, profile: str | None = None) -> str:
+    """The canonical name: ``cobra-gpu`` for DM, ``dc-cobra-gpu`` for other backbones."""
+    name = recipe if backbone == DEFAULT_BACKBONE else f"{backbone}-{recipe}"
+    return name if profile is None else f"{name}-{profile}"
 
 
-def split_preset(name: str, device: torch.device | None = None) -> tuple[str, str]:
-    """``"cobra-gpu"`` -> ("cobra", "gpu"); ``"cobra"`` -> ("cobra", profile for the device)."""
+def list_presets(backbone: str | None = None) -> list[str]:
+    """Canonical preset names (of one backbone, or of all)."""
+    backbones = list(BACKBONE_RECIPES) if backbone is None else [backbone]
+    return [preset_name(b, r, p) for b in backbones for r in recipes_for(b).list() for p in (None, *PROFILES.list())]
+
+
+def _find_recipe(text: str, backbone: str | None) -> tuple[str, str] | None:
+    """(backbone, recipe) named by ``text``: ``BACKBONE-RECIPE``, or a bare recipe of ``backbone`` (default dm)."""
+    for b, registry in BACKBONE_RECIPES.items():
+        prefix = f"{b}-"
+        if text.startswith(prefix) and text[len(prefix) :] in registry:
+            if backbone is not None and backbone != b:
+                raise FairDistillError(
+                    f"preset {text!r} is for backbone {b!r}, but backbone {backbone!r} was asked for"
+                )
+            return b, text[len(prefix) :]
+    b = backbone or DEFAULT_BACKBONE
+    return (b, text) if text in recipes_for(b) else None
+
+
+def split_preset(name: str, device: torch.device | None = None, backbone: str | None = None) -> tuple[str, str, str]:
+    """``"cobra-gpu"`` -> ("dm", "cobra", "gpu"); ``"dc-cobra"`` -> ("dc", "cobra", profile for the device).
+
+    ``backbone`` picks the backbone of a bare recipe name (``"cobra"`` with ``backbone="dc"``).
+    """
     for prof in PROFILES.list():
-        if name.endswith(f"-{prof}") and name[: -len(prof) - 1] in RECIPES:
-            return name[: -len(prof) - 1], prof
-    if name in RECIPES:
-        return name, default_profile(device)
-    raise unknown_name("preset", name, list_presets())
+        if name.endswith(f"-{prof}"):
+            found = _find_recipe(name[: -len(prof) - 1], backbone)
+            if found is not None:
+                return (*found, prof)
+    found = _find_recipe(name, backbone)
+    if found is None:
+        raise unknown_name("preset", name, list_presets(backbone))
+    return (*found, default_profile(device))
 
 
-def profile_configs(profile: str, ipc: int = 10, seed: int = 0) -> tuple[DistillConfig, EvalConfig]:
-    """The distillation and evaluation configs of a profile at ``ipc`` with ``seed``."""
+def profile_configs(
+    profile: str, ipc: int = 10, seed: int = 0, backbone: str = DEFAULT_BACKBONE
+) -> tuple[DistillConfig, EvalConfig]:
+    """The distillation and evaluation configs of a profile for ``backbone`` at ``ipc`` with ``seed``."""
     if ipc < 1:
         raise FairDistillError(f"ipc must be >= 1, got {ipc}")
-    distill, evaluation = PROFILES.get(profile).build(ipc)
+    distill, evaluation = PROFILES.get(profile).configs(ipc, backbone)
     return replace(distill, seed=seed), replace(evaluation, seed=seed)
 
 
-def resolve_preset(name: str, *, ipc: int = 10, seed: int = 0, device: torch.device | None = None) -> Preset:
-    recipe, profile = split_preset(name, device)
-    distill, evaluation = profile_configs(profile, ipc, seed)
-    return Preset(f"{recipe}-{profile}", RECIPES.get(recipe), profile, distill, evaluation)
+def resolve_preset(
+    name: str, *, ipc: int = 10, seed: int = 0, device: torch.device | None = None, backbone: str | None = None
+) -> Preset:
+    backbone, recipe, profile = split_preset(name, device, backbone)
+    distill, evaluation = profile_configs(profile, ipc, seed, backbone)
+    return Preset(preset_name(backbone, recipe, profile), get_method(recipe, backbone), profile, distill, evaluation)
 
 
-def get_method(name: str) -> MethodSpec:
-    """The method recipe registered as ``name``."""
-    return RECIPES.get(name)
+def get_method(name: str, backbone: str = DEFAULT_BACKBONE) -> MethodSpec:
+    """The method recipe registered as ``name`` for ``backbone``, with its distance resolved."""
+    return recipes_for(backbone).get(name).resolved()

@@ -10,6 +10,7 @@ target              loss for class y                                            
 =================== ============================================================== ===========
 population          d(sum_a pi(a|y) m(y,a), s_y)          (vanilla matching)       class
 group-sync          sum_a d(m(y,a), s_y)                  (FairDD)                 stratified
+group-sync-mean     (1/|A|) sum_a d(m(y,a), s_y)          (FairDD, averaged)       stratified
 barycenter          d((1/|A|) sum_a m(y,a), s_y)          (COBRA)                  stratified
 uniform-sampling    d(pooled mean of a group-balanced batch, s_y)                  stratified
 =================== ============================================================== ===========
@@ -18,6 +19,11 @@ Groups absent from a class's batch are left out of the sums (|A| counts the pres
 Under squared L2, group-sync and barycenter have identical gradients up to the factor |A|
 (SPEC section 2, fact 1); on a batch with equal counts per group, uniform-sampling and
 barycenter coincide exactly (fact 5). Tests check both.
+
+Backbones whose statistic is not a feature mean (DC: a gradient) use the same targets through
+:meth:`Target.sample_weights`: a weighted target becomes per-sample weights of one real loss
+(SPEC section 2, fact 2), and a per-group target (``cell_weights`` is ``None``) through
+:meth:`GroupSync.reduce_groups` over genuinely per-group statistics.
 """
 
 from __future__ import annotations
@@ -51,6 +57,26 @@ class GroupStats:
     population_weights: Tensor
 
     @classmethod
+    def from_counts(
+        cls,
+        labels: Tensor,
+        groups: Tensor,
+        num_classes: int,
+        num_groups: int,
+        population_shares: Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> GroupStats:
+        """Counts and population weights of a batch, without features (``sums`` has D = 0).
+
+        What a backbone needs to weight real *samples* instead of cells (see
+        :meth:`Target.sample_weights`), e.g. gradient matching, where the statistic is a gradient.
+        ``population_shares`` as in :meth:`from_features`.
+        """
+        cell = labels * num_groups + groups
+        counts = torch.bincount(cell, minlength=num_classes * num_groups).to(dtype).view(num_classes, num_groups)
+        return cls(counts.new_zeros(num_classes, num_groups, 0), counts, _population_weights(counts, population_shares))
+
+    @classmethod
     def from_features(
         cls,
         features: Tensor,
@@ -67,15 +93,8 @@ class GroupStats:
         cell = labels * num_groups + groups
         d = features.shape[1]
         sums = features.new_zeros(num_classes * num_groups, d).index_add_(0, cell, features)
-        counts = torch.bincount(cell, minlength=num_classes * num_groups).to(features.dtype)
-        sums, counts = sums.view(num_classes, num_groups, d), counts.view(num_classes, num_groups)
-        present = counts > 0
-        if population_shares is None:
-            w = counts
-        else:
-            w = population_shares.to(features.device, features.dtype) * present
-        w = w / w.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
-        return cls(sums, counts, w)
+        stats = cls.from_counts(labels, groups, num_classes, num_groups, population_shares, dtype=features.dtype)
+        return replace(stats, sums=sums.view(num_classes, num_groups, d))
 
     def merge(self, other: GroupStats) -> GroupStats:
         """Statistics of the union of two batches (population weights from ``self``)."""
@@ -95,6 +114,15 @@ class GroupStats:
         return self.present.any(1)
 
 
+def _population_weights(counts: Tensor, population_shares: Tensor | None) -> Tensor:
+    """(K, G) weights summing to one over each class's present groups (see :class:`GroupStats`)."""
+    if population_shares is None:
+        w = counts
+    else:
+        w = population_shares.to(counts.device, counts.dtype) * (counts > 0)
+    return w / w.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+
+
 class Target:
     """Base class: a group aggregation turned into a matching loss.
 
@@ -112,6 +140,19 @@ class Target:
     def cell_weights(self, stats: GroupStats) -> Tensor | None:
         """(K, G) weights of the group statistics in the target, or ``None`` if matched per group."""
         raise NotImplementedError
+
+    def sample_weights(self, stats: GroupStats, labels: Tensor, groups: Tensor) -> Tensor | None:
+        """(N,) weights ``w(y_i, a_i) / n(y_i, a_i)`` of the batch's samples, or ``None`` if matched per group.
+
+        Within a class they sum to one, and for any per-sample quantity f (features, losses, and so
+        gradients, by linearity) ``sum_i w_i f_i = sum_a w(y, a) mean_{i in (y, a)} f_i``: the
+        target's weighted mean of group statistics, computed without splitting the batch by group.
+        ``stats`` must count this very batch.
+        """
+        w = self.cell_weights(stats)
+        if w is None:
+            return None
+        return (w / stats.counts.clamp_min(1))[labels, groups]
 
     def statistic(self, stats: GroupStats) -> Tensor:
         """The (K, D) class statistic the synthetic set is pulled to."""
@@ -148,6 +189,7 @@ class Barycenter(Target):
 @TARGETS.register("group-sync", "one distance term per group, summed (FairDD synchronized matching)")
 class GroupSync(Target):
     name = "group-sync"
+    reduction: Literal["sum", "mean"] = "sum"
 
     def cell_weights(self, stats: GroupStats) -> None:
         return None  # every group is matched on its own
@@ -156,9 +198,23 @@ class GroupSync(Target):
         # Not what is matched, but the point that group-sync pulls toward under squared L2.
         return Barycenter().statistic(stats)
 
+    def reduce_groups(self, per_cell: Tensor, present: Tensor) -> Tensor:
+        """(K,) per-class loss from (K, G) per-group distances: sum (or mean) over the present groups."""
+        total = (per_cell * present).sum(1)
+        if self.reduction == "mean":
+            total = total / present.sum(1).clamp_min(1)
+        return total
+
     def loss(self, stats: GroupStats, syn: Tensor, distance: Distance) -> Tensor:
         per_cell = distance(stats.means, syn.unsqueeze(1))  # (K, G)
-        return (per_cell * stats.present).sum()
+        return self.reduce_groups(per_cell, stats.present).sum()
+
+
+@TARGETS.register("group-sync-mean", "one distance term per group, averaged over the class's present groups")
+class GroupSyncMean(GroupSync):
+    # FairDD sums; the mean keeps the loss scale (and so the image learning rate) independent of |A|.
+    name = "group-sync-mean"
+    reduction = "mean"
 
 
 @TARGETS.register("uniform-sampling", "pooled mean of a group-balanced real batch (re-balancing baseline)")

@@ -13,8 +13,10 @@ from ..artifacts import SyntheticSet
 from ..config import DistillConfig, MethodSpec
 from ..data.dataset import FairDataset
 from ..data.sampling import RealSampler
+from ..distances import DISTANCES
 from ..errors import FairDistillError
 from ..models import create_model
+from ..registry import Registry
 from ..training import init_weights
 
 
@@ -33,7 +35,17 @@ IterationCallback = Callable[[IterationState], None]
 
 
 class Backbone:
+    """Distils synthetic sets for one or several methods in lockstep.
+
+    Class attributes say which knobs of a :class:`MethodSpec` apply: ``distances`` is the registry
+    the method's distance is looked up in (feature or gradient distances), ``default_distance``
+    the one used when a spec names none, ``embedders`` the embedders it accepts (``None``: all).
+    """
+
     name: str = ""
+    distances: Registry = DISTANCES
+    default_distance: str = "l2sq"
+    embedders: tuple[str, ...] | None = None
 
     def distill(
         self,
@@ -45,6 +57,15 @@ class Backbone:
         callback: IterationCallback | None = None,
     ) -> dict[str, SyntheticSet]:
         raise NotImplementedError
+
+
+def check_methods(methods: Sequence[MethodSpec]) -> None:
+    """At least one method, and unique names (they key the results)."""
+    if not methods:
+        raise FairDistillError("no method to distill")
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise FairDistillError(f"method names must be unique, got {names}")
 
 
 def check_ipc(dataset: FairDataset, ipc: int) -> None:

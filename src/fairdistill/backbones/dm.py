@@ -29,12 +29,20 @@ from ..augment import DSA, DSAParams
 from ..config import DistillConfig, MethodSpec
 from ..data.dataset import FairDataset
 from ..data.sampling import RealSampler
-from ..distances import Distance, get_distance
+from ..distances import DISTANCES, Distance, get_distance
 from ..embedders import Embedder, WarmEmbedder, create_embedder, warm_epochs_for
 from ..errors import FairDistillError
 from ..targets import GroupStats, Target, get_target, resolve_sampling
 from . import BACKBONES
-from .base import Backbone, IterationCallback, IterationState, initial_images, make_network, synthetic_meta
+from .base import (
+    Backbone,
+    IterationCallback,
+    IterationState,
+    check_methods,
+    initial_images,
+    make_network,
+    synthetic_meta,
+)
 
 
 @dataclass
@@ -54,6 +62,8 @@ class _Run:
 @BACKBONES.register("dm", "distribution matching: mean embeddings of random (or warm-started) ConvNets")
 class DM(Backbone):
     name = "dm"
+    distances = DISTANCES
+    default_distance = "l2sq"
 
     def distill(
         self,
@@ -65,11 +75,7 @@ class DM(Backbone):
         callback: IterationCallback | None = None,
     ) -> dict[str, SyntheticSet]:
         config.validate()
-        if not methods:
-            raise FairDistillError("no method to distill")
-        names = [m.name for m in methods]
-        if len(set(names)) != len(names):
-            raise FairDistillError(f"method names must be unique, got {names}")
+        check_methods(methods)
         k, g = dataset.num_classes, dataset.num_groups
         init_x, syn_labels = initial_images(dataset, config)
         syn_labels = syn_labels.to(device)
@@ -145,7 +151,7 @@ class DM(Backbone):
     # ---- pieces ------------------------------------------------------------------------------
     @staticmethod
     def _start(spec: MethodSpec, config: DistillConfig, init_x: Tensor) -> _Run:
-        spec.validate()
+        spec = spec.resolved().validate()
         target = get_target(spec.target)
         if spec.embedder == "warm":
             epochs = config.warm_epochs if config.warm_epochs is not None else warm_epochs_for(config.ipc)
