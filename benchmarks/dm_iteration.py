@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed blocks per variant")
     ap.add_argument("--warm-epochs", type=int, default=10)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--tag", default="", help="suffix of the results file (results/dm_iteration-TAG.json)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     data = load_dataset(args.dataset)
@@ -85,7 +86,11 @@ def main() -> None:
         "sec_per_it_warm_start_extra": round(sec["barycenter/stratified+warm"] - sec["barycenter/stratified"], 4),
         "ratio_warm_over_random": round(sec["barycenter/stratified+warm"] / sec["barycenter/stratified"], 3),
     }
-    finish("dm_iteration", headline, {"settings": vars(args), "sec_per_iteration": sec, "blocks": times})
+    finish(
+        "dm_iteration" + (f"-{args.tag}" if args.tag else ""),
+        headline,
+        {"settings": vars(args), "sec_per_iteration": sec, "blocks": times},
+    )
 
 
 if __name__ == "__main__":

@@ -76,3 +76,14 @@ def test_bad_configuration(digits, cpu):
         run(digits, [MethodSpec("a", target="nope")], cpu)
     with pytest.raises(FairDistillError, match="unique"):
         run(digits, [MethodSpec("a"), MethodSpec("a")], cpu)
+
+
+def test_fairdd_equals_barycenter_l2sq_with_num_groups_times_the_learning_rate(digits, cpu):
+    """Under squared L2 the group-sync gradient is |A| times the barycenter's (SPEC fact 1), so with
+    SGD the two methods trace the same images when the barycenter's learning rate is |A| times larger."""
+    assert torch.all(digits.counts("train") > 0)  # every class has every group: |A| = 10 everywhere
+    fairdd = run(digits, [MethodSpec("f", target="group-sync", distance="l2sq")], cpu, iterations=3, lr_img=0.1)
+    bary = run(digits, [MethodSpec("b", target="barycenter", distance="l2sq")], cpu, iterations=3, lr_img=1.0)
+    torch.testing.assert_close(fairdd["f"].images, bary["b"].images, rtol=1e-4, atol=1e-4)
+    slow = run(digits, [MethodSpec("b", target="barycenter", distance="l2sq")], cpu, iterations=3, lr_img=0.1)
+    assert (slow["b"].images - fairdd["f"].images).abs().max() > 1e-3  # the learning rate is what differs
