@@ -103,7 +103,7 @@ def distill(
         str, typer.Option("--preset", help="Method preset, e.g. cobra, fairdd-cpu, vanilla-gpu, dc-cobra.")
     ] = "cobra",
     backbone: Annotated[
-        str | None, typer.Option("--backbone", help="Backbone (dm, dc): use its form of the preset's recipe.")
+        str | None, typer.Option("--backbone", help="Backbone (dm, dc, cafe): use its form of the preset's recipe.")
     ] = None,
     target: Annotated[str | None, typer.Option("--target", help="Override the target.")] = None,
     distance: Annotated[str | None, typer.Option("--distance", help="Override the distance.")] = None,

@@ -72,6 +72,16 @@ class DistillConfig:
     outer_loop: int | None = None
     inner_loop: int | None = None
     lr_net: float = 0.01
+    # CAFE (layer-wise feature alignment) only, see backbones.cafe: the weight of each matched layer
+    # (the blocks' outputs, then the embedding; None: the published weights), the discrimination
+    # term's weight and temperature, and when the inner loop stops before ``inner_loop`` epochs
+    # (the network's accuracy on the synthetic set reaches ``inner_stop_acc``, or has not improved for
+    # ``inner_patience`` epochs; None turns either off)
+    layer_weights: tuple[float, ...] | None = None
+    disc_weight: float = 0.01
+    disc_temperature: float = 1.0
+    inner_stop_acc: float | None = 1.0
+    inner_patience: int | None = 5
     seed: int = 0
 
     def validate(self) -> DistillConfig:
@@ -91,6 +101,16 @@ class DistillConfig:
             raise FairDistillError(f"inner_loop must be >= 0, got {self.inner_loop}")
         if not self.lr_net > 0:
             raise FairDistillError(f"lr_net must be > 0, got {self.lr_net}")
+        if self.layer_weights is not None and (not self.layer_weights or min(self.layer_weights) < 0):
+            raise FairDistillError(f"layer_weights must be non-empty and >= 0, got {self.layer_weights}")
+        if self.disc_weight < 0:
+            raise FairDistillError(f"disc_weight must be >= 0, got {self.disc_weight}")
+        if not self.disc_temperature > 0:
+            raise FairDistillError(f"disc_temperature must be > 0, got {self.disc_temperature}")
+        if self.inner_stop_acc is not None and not 0 <= self.inner_stop_acc <= 1:
+            raise FairDistillError(f"inner_stop_acc must lie in [0, 1] (or be None), got {self.inner_stop_acc}")
+        if self.inner_patience is not None and self.inner_patience < 1:
+            raise FairDistillError(f"inner_patience must be >= 1 (or None), got {self.inner_patience}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Backbones: what is matched (DM features, DC gradients; IDC tiles, CAFE layers, MTT later).
+"""Backbones: what is matched (DM features, DC gradients, CAFE layers; IDC tiles, MTT later).
 
 A backbone distils one or several :class:`~fairdistill.config.MethodSpec` at once ("lockstep":
 every method sees the same networks, real batches and augmentations, and shared forward passes
@@ -12,6 +12,7 @@ from .base import Backbone, IterationCallback, IterationState
 
 BACKBONES: Registry[type[Backbone]] = Registry("backbone")
 
+from .cafe import CAFE  # noqa: E402  (registers itself)
 from .dc import DC  # noqa: E402  (registers itself)
 from .dm import DM  # noqa: E402  (registers itself)
 
@@ -24,4 +25,14 @@ def list_backbones(pattern: str = "*") -> list[str]:
     return BACKBONES.list(pattern)
 
 
-__all__ = ["BACKBONES", "DC", "DM", "Backbone", "IterationCallback", "IterationState", "get_backbone", "list_backbones"]
+__all__ = [
+    "BACKBONES",
+    "CAFE",
+    "DC",
+    "DM",
+    "Backbone",
+    "IterationCallback",
+    "IterationState",
+    "get_backbone",
+    "list_backbones",
+]
