@@ -20,7 +20,7 @@ class MethodSpec:
     name: str
     backbone: str = "dm"
     target: str = "population"
-    distance: str | None = None  # None: the backbone's default (dm: l2sq, dc: layer-cosine)
+    distance: str | None = None  # None: the backbone's default (dm: l2sq, dc: layer-cosine, idc: l2sq)
     embedder: str = "random"
     sampling: str | None = None  # None: the target's default ("class" for population, else "stratified")
 
@@ -72,6 +72,9 @@ class DistillConfig:
     outer_loop: int | None = None
     inner_loop: int | None = None
     lr_net: float = 0.01
+    # IDC only: multi-formation factor; each stored image is cut into factor x factor tiles, each one a
+    # full-size training image (backbones.idc.decode)
+    factor: int = 2
     seed: int = 0
 
     def validate(self) -> DistillConfig:
@@ -91,6 +94,8 @@ class DistillConfig:
             raise FairDistillError(f"inner_loop must be >= 0, got {self.inner_loop}")
         if not self.lr_net > 0:
             raise FairDistillError(f"lr_net must be > 0, got {self.lr_net}")
+        if self.factor < 1:
+            raise FairDistillError(f"factor must be >= 1, got {self.factor}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

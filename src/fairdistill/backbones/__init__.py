@@ -1,4 +1,4 @@
-"""Backbones: what is matched (DM features, DC gradients; IDC tiles, CAFE layers, MTT later).
+"""Backbones: what is matched (DM features, DC gradients, IDC multi-formation gradients; CAFE, MTT later).
 
 A backbone distils one or several :class:`~fairdistill.config.MethodSpec` at once ("lockstep":
 every method sees the same networks, real batches and augmentations, and shared forward passes
@@ -14,6 +14,7 @@ BACKBONES: Registry[type[Backbone]] = Registry("backbone")
 
 from .dc import DC  # noqa: E402  (registers itself)
 from .dm import DM  # noqa: E402  (registers itself)
+from .idc import IDC  # noqa: E402  (registers itself)
 
 
 def get_backbone(name: str) -> Backbone:
@@ -24,4 +25,14 @@ def list_backbones(pattern: str = "*") -> list[str]:
     return BACKBONES.list(pattern)
 
 
-__all__ = ["BACKBONES", "DC", "DM", "Backbone", "IterationCallback", "IterationState", "get_backbone", "list_backbones"]
+__all__ = [
+    "BACKBONES",
+    "DC",
+    "DM",
+    "IDC",
+    "Backbone",
+    "IterationCallback",
+    "IterationState",
+    "get_backbone",
+    "list_backbones",
+]
