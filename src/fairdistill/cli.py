@@ -103,7 +103,8 @@ def distill(
         str, typer.Option("--preset", help="Method preset, e.g. cobra, fairdd-cpu, vanilla-gpu, dc-cobra.")
     ] = "cobra",
     backbone: Annotated[
-        str | None, typer.Option("--backbone", help="Backbone (dm, dc, cafe): use its form of the preset's recipe.")
+        str | None,
+        typer.Option("--backbone", help="Backbone (dm, dc, idc, cafe): use its form of the preset's recipe."),
     ] = None,
     target: Annotated[str | None, typer.Option("--target", help="Override the target.")] = None,
     distance: Annotated[str | None, typer.Option("--distance", help="Override the distance.")] = None,
@@ -256,7 +257,8 @@ def presets() -> None:
 
     for backbone, recipes in BACKBONE_RECIPES.items():
         out_console.print(f"[bold]method recipes, backbone {backbone}[/]")
-        has_embedders = BACKBONES.get(backbone).embedders is None  # DC trains its own network: no embedder knob
+        allowed = BACKBONES.get(backbone).embedders  # DC trains its own network: no embedder knob to show
+        has_embedders = allowed is None or len(allowed) > 1
         for name in recipes.list():
             m, label = recipes.get(name), preset_name(backbone, name)
             knobs = f"{m.target} + {m.distance}" + (f" + {m.embedder}" if has_embedders else "")

@@ -20,7 +20,7 @@ class MethodSpec:
     name: str
     backbone: str = "dm"
     target: str = "population"
-    distance: str | None = None  # None: the backbone's default (dm: l2sq, dc: layer-cosine)
+    distance: str | None = None  # None: the backbone's default (dm: l2sq, dc: layer-cosine, idc: l2sq)
     embedder: str = "random"
     sampling: str | None = None  # None: the target's default ("class" for population, else "stratified")
 
@@ -82,6 +82,9 @@ class DistillConfig:
     disc_temperature: float = 1.0
     inner_stop_acc: float | None = 1.0
     inner_patience: int | None = 5
+    # IDC only: multi-formation factor; each stored image is cut into factor x factor tiles, each one a
+    # full-size training image (backbones.idc.decode)
+    factor: int = 2
     seed: int = 0
 
     def validate(self) -> DistillConfig:
@@ -111,6 +114,8 @@ class DistillConfig:
             raise FairDistillError(f"inner_stop_acc must lie in [0, 1] (or be None), got {self.inner_stop_acc}")
         if self.inner_patience is not None and self.inner_patience < 1:
             raise FairDistillError(f"inner_patience must be >= 1 (or None), got {self.inner_patience}")
+        if self.factor < 1:
+            raise FairDistillError(f"factor must be >= 1, got {self.factor}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

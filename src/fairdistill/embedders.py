@@ -4,6 +4,11 @@ Each DM iteration draws a fresh randomly initialised network (shared by every me
 in lockstep). The ``random`` embedder uses it as is (DM, FairDD). The ``warm`` embedder first
 trains a copy of it for K epochs on the method's current synthetic images, as the published
 COBRA-DM code does (K = 10 at IPC <= 10, 50 up to IPC 50, 100 above; SGD lr 0.01, batch 256, DSA).
+
+Gradient-matching backbones train the iteration's network themselves between image updates (DC on
+the synthetic set, IDC on real data): there ``random`` means that published schedule, and ``fixed``
+keeps the network at its random initialisation for the whole iteration (the IDC variant the COBRA
+paper ran). DM never trains its networks, so for DM ``fixed`` is the same as ``random``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ class RandomEmbedder(Embedder):
 
     def prepare(self, net, syn_images, syn_labels, *, generator, dsa):
         return net
+
+
+@EMBEDDERS.register("fixed", "a fresh random network every iteration, never trained (gradient matching, no updates)")
+class FixedEmbedder(RandomEmbedder):
+    name = "fixed"
 
 
 @EMBEDDERS.register("warm", "the iteration's network trained K epochs on the current synthetic set (COBRA-DM)")

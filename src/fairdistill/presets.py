@@ -40,6 +40,29 @@ cobra               barycenter     l2sq     COBRA-CAFE: the mean of the group me
 uniform-sampling    uniform-samp.  l2sq     re-balanced real batches, population target
 =================== ============== ======== ===========================================================
 
+Method recipes of the IDC backbone (DC's gradient matching with multi-formation: each stored image
+decodes to factor x factor full-size images). Two network schedules, named by the embedder knob:
+``random`` is IDC as published (a fresh network each iteration, trained on REAL data between image
+updates, gradient "mse" = ``l2sq``); ``fixed`` is the variant the COBRA paper ran (the random network
+is never trained; per-unit cosine, IDC's own ``cos`` metric = ``layer-cosine``). The ``fixed-``
+prefix names the second schedule, so ``idc-cobra`` and ``idc-fixed-cobra`` are the two COBRA-IDCs:
+
+=================== ============== ============= ======== ===================================================
+recipe              target         distance      embedder note
+=================== ============== ============= ======== ===================================================
+vanilla             population     l2sq          random   IDC as published
+fairdd              group-sync     l2sq          random   FairDD-IDC, published schedule
+cobra               barycenter     l2sq          random   COBRA-IDC, published schedule, one backward pass
+uniform-sampling    uniform-samp.  l2sq          random   re-balanced real batches, population target
+fixed-vanilla       population     layer-cosine  fixed    IDC as the COBRA paper ran it
+fixed-fairdd        group-sync     layer-cosine  fixed    FairDD-IDC as the COBRA paper ran it
+fixed-cobra         barycenter     layer-cosine  fixed    COBRA-IDC as the COBRA paper ran it
+=================== ============== ============= ======== ===================================================
+
+The schedule's step sizes come from the profile and are shared by the methods of a ``compare``: the
+image gradients of ``layer-cosine`` were measured 2-4x those of ``l2sq`` (ConvNet-32/128 on
+cmnist-fg-mini), so one rate serves both; the whole-vector ``cosine`` gives ~1000x smaller ones.
+
 Profiles give settings per backbone. ``gpu``: the published settings: DM 20,000 iterations, 256
 real images per class, ConvNet-128; DC 1,000 iterations, lr_img 0.1, lr_net 0.01, 256 real images
 per class, ConvNet-128, the published outer/inner schedule; evaluation for 1,000 epochs over 5
@@ -51,11 +74,18 @@ evaluation for 200 epochs over 2 models. CAFE: ``gpu`` as published (2,000 itera
 0.01, 256 real images per class, ConvNet-128; outer/inner caps from DC's schedule, see
 ``backbones.cafe``); ``cpu``: ConvNet width 32, 32 real images per class, at most 5 outer steps x 10
 inner epochs, 150 image updates in all (30 iterations at IPC >= 10; see ``_cafe_cpu``).
+IDC ``gpu``: the published CIFAR-10 schedule, ConvNet-128, factor 2, 2,000 iterations x 100 image
+updates, one pass over 500 real images between them, 64 real images per class, image SGD (momentum
+0.5) at 5e-3 x IPC / 10 on pixels, which is 0.02 x IPC / 10 on the library's normalised images (std
+0.5; :func:`idc_lr_img`); IDC ``cpu``: ConvNet-32, factor 2, 8 iterations x 10 image updates, 32
+real images per class, 5x the published image rate, and an evaluation of 100 epochs (the decoded set
+has 4x the images: the same number of SGD steps as 200 epochs of DM / DC; see ``_idc_cpu``).
+Evaluation always trains on the decoded set (IPC x factor^2 images per class).
 
 A preset name is ``RECIPE`` or ``RECIPE-PROFILE`` for DM and ``BACKBONE-RECIPE[-PROFILE]`` for
-the other backbones (``dc-cobra``, ``dc-fairdd-gpu``); without a profile it is chosen by the device
-(``gpu`` with CUDA, else ``cpu``). Functions taking ``backbone=`` accept the bare recipe name
-too. Every run records the preset and the resolved settings.
+the other backbones (``dc-cobra``, ``dc-fairdd-gpu``, ``idc-fixed-cobra-cpu``); without a profile
+it is chosen by the device (``gpu`` with CUDA, else ``cpu``). Functions taking ``backbone=`` accept
+the bare recipe name too. Every run records the preset and the resolved settings.
 """
 
 from __future__ import annotations
@@ -151,9 +181,51 @@ CAFE_RECIPES.add(
     "population target on group-balanced real batches (re-balancing baseline)",
 )
 
+IDC_RECIPES: Registry[MethodSpec] = Registry("idc method")
+IDC_RECIPES.add(
+    "vanilla",
+    MethodSpec("vanilla", backbone="idc", target="population", distance="l2sq", embedder="random"),
+    "population target, squared L2 of gradients, network trained on real data (IDC as published)",
+)
+IDC_RECIPES.add(
+    "fairdd",
+    MethodSpec("fairdd", backbone="idc", target="group-sync", distance="l2sq", embedder="random"),
+    "group-sync target on the published IDC schedule (FairDD-IDC)",
+)
+IDC_RECIPES.add(
+    "cobra",
+    MethodSpec("cobra", backbone="idc", target="barycenter", distance="l2sq", embedder="random"),
+    "barycenter of the group gradients on the published IDC schedule (COBRA-IDC)",
+)
+IDC_RECIPES.add(
+    "uniform-sampling",
+    MethodSpec("uniform-sampling", backbone="idc", target="uniform-sampling", distance="l2sq", embedder="random"),
+    "population target on group-balanced real batches, published IDC schedule (re-balancing baseline)",
+)
+IDC_RECIPES.add(
+    "fixed-vanilla",
+    MethodSpec("fixed-vanilla", backbone="idc", target="population", distance="layer-cosine", embedder="fixed"),
+    "population target, per-unit cosine, fixed random network (the IDC the COBRA paper ran)",
+)
+IDC_RECIPES.add(
+    "fixed-fairdd",
+    MethodSpec("fixed-fairdd", backbone="idc", target="group-sync", distance="layer-cosine", embedder="fixed"),
+    "group-sync target, per-unit cosine, fixed random network (FairDD-IDC as in the COBRA paper)",
+)
+IDC_RECIPES.add(
+    "fixed-cobra",
+    MethodSpec("fixed-cobra", backbone="idc", target="barycenter", distance="layer-cosine", embedder="fixed"),
+    "barycenter target, per-unit cosine, fixed random network (COBRA-IDC as in the COBRA paper)",
+)
+
 DEFAULT_BACKBONE = "dm"
 #: each backbone's recipes; a recipe name means the same idea on every backbone that has it
-BACKBONE_RECIPES: dict[str, Registry[MethodSpec]] = {"dm": RECIPES, "dc": DC_RECIPES, "cafe": CAFE_RECIPES}
+BACKBONE_RECIPES: dict[str, Registry[MethodSpec]] = {
+    "dm": RECIPES,
+    "dc": DC_RECIPES,
+    "idc": IDC_RECIPES,
+    "cafe": CAFE_RECIPES,
+}
 
 
 def recipes_for(backbone: str = DEFAULT_BACKBONE) -> Registry[MethodSpec]:
@@ -259,23 +331,85 @@ def _cafe_cpu(ipc: int) -> tuple[DistillConfig, EvalConfig]:
     return distill, evaluation
 
 
+#: the published IDC image learning rate at IPC 10, on [0, 1] pixels (it grows in proportion to the IPC)
+IDC_LR_IMG_PIXELS = 5e-3
+#: the per-channel std of the data IDC's pixel learning rate is converted for (every built-in dataset)
+IDC_LR_STD = 0.5
+
+
+def idc_lr_img(ipc: int, pixels_lr: float = IDC_LR_IMG_PIXELS, std: float = IDC_LR_STD) -> float:
+    """The published IDC image learning rate in model space: ``pixels_lr * ipc / 10 / std**2``.
+
+    IDC steps on [0, 1] pixels and scales the rate with the IPC (its ``tune_lr_img``); fairdistill's
+    images are normalised, ``(pixel - mean) / std``, and an SGD step of rate r on pixels is a step of
+    rate ``r / std**2`` on normalised images.
+    """
+    return pixels_lr * (ipc / 10) / std**2
+
+
+def _idc_gpu(ipc: int) -> tuple[DistillConfig, EvalConfig]:
+    # IDC as published for 32-px data (Kim et al. 2022; the CIFAR-10 reproduce settings): ConvNet-128, factor 2,
+    # 2,000 iterations, each a fresh network with 100 image updates (200,000 in all) and one pass of SGD over 500
+    # random real images between them; gradient "mse" (l2sq); 64 real images per class; image SGD momentum 0.5 at
+    # 5e-3 * ipc / 10 on pixels (0.02 * ipc / 10 in model space).
+    distill, evaluation = _gpu(ipc)
+    distill = replace(
+        distill,
+        iterations=2000,
+        outer_loop=100,
+        inner_loop=1,
+        lr_img=idc_lr_img(ipc),
+        img_momentum=0.5,
+        lr_net=0.01,
+        batch_real=64,
+        factor=2,
+    )
+    return distill, evaluation
+
+
+def _idc_cpu(ipc: int) -> tuple[DistillConfig, EvalConfig]:
+    # One timing run of ``compare --backbone idc`` on cmnist-fg-mini at IPC 10 (2 cores shared with other jobs,
+    # load ~3; ConvNet-32, 1 iteration of 10 image updates): distilling vanilla + fairdd + cobra in lockstep took
+    # 34 s (3.4 s per image update), and the 200-epoch evaluation took 363 s for the three decoded sets (400
+    # images each) and 160 s for the three baselines. A decoded set has factor**2 = 4x the images, so at batch
+    # 256 an epoch is 2 SGD steps instead of 1: 100 epochs give the 200 steps that the 200-epoch DM / DC
+    # evaluation gives a set of IPC images (the baselines here get 100). That halves the evaluation (~310 s) and
+    # leaves 8 iterations x 10 image updates (~275 s): about 10 minutes in all.
+    # 80 updates cannot move the images the way 200,000 do, so the image rate is 5x the published one.
+    distill, evaluation = _cpu(ipc)
+    distill = replace(
+        distill,
+        iterations=8,
+        outer_loop=10,
+        inner_loop=1,
+        lr_img=5 * idc_lr_img(ipc),
+        img_momentum=0.5,
+        lr_net=0.01,
+        batch_real=32,
+        factor=2,
+        warm_epochs=None,
+    )
+    return distill, replace(evaluation, epochs=100)
+
+
 PROFILES: Registry[Profile] = Registry("profile")
 PROFILES.add(
     "gpu",
     Profile(
         "gpu",
-        "published settings (DM: 20k iterations; DC: 1k iterations, published loops; CAFE: 2k iterations), "
-        "ConvNet-128, 1000-epoch evaluation x 5",
-        {"dm": _gpu, "dc": _dc_gpu, "cafe": _cafe_gpu},
+        "published settings (DM: 20k iterations; DC: 1k iterations, published loops; IDC: 2k iterations x 100 "
+        "image updates; CAFE: 2k iterations), ConvNet-128, 1000-epoch evaluation x 5",
+        {"dm": _gpu, "dc": _dc_gpu, "idc": _idc_gpu, "cafe": _cafe_gpu},
     ),
 )
 PROFILES.add(
     "cpu",
     Profile(
         "cpu",
-        "two CPU cores in minutes (ConvNet-32; DM: 300 iterations; DC: 100 image updates; CAFE: 150 image "
-        "updates), 200-epoch evaluation x 2",
-        {"dm": _cpu, "dc": _dc_cpu, "cafe": _cafe_cpu},
+        "two CPU cores in minutes (ConvNet-32; DM: 300 iterations; DC: 100 image updates; IDC: 8 x 10 image "
+        "updates; CAFE: 150 image updates), 200-epoch evaluation x 2 (IDC: 100 epochs of the 4x larger "
+        "decoded set)",
+        {"dm": _cpu, "dc": _dc_cpu, "idc": _idc_cpu, "cafe": _cafe_cpu},
     ),
 )
 

@@ -60,14 +60,19 @@ def train(
     generator: torch.Generator,
     sgd: SGDConfig = SGDConfig(),
     dsa: DSA | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> nn.Module:
     """Train ``model`` in place for ``epochs`` passes over (images, labels); returns it in eval mode.
 
     Batches are shuffled and, if ``dsa`` is given, every image gets its own random augmentation,
-    all drawn from ``generator``.
+    all drawn from ``generator``. ``optimizer``: an optimizer over ``model``'s parameters to use
+    instead of a fresh SGD from ``sgd`` (whose batch size and decay still apply), so that momentum
+    carries over between calls.
     """
     images, labels = images.detach(), labels.detach()
-    opt = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
+    if optimizer is None:
+        optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
+    opt = optimizer
     n = images.shape[0]
     decay_epoch = None if sgd.decay_at is None else int(epochs * sgd.decay_at)
     model.train()

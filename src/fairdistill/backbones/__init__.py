@@ -1,4 +1,4 @@
-"""Backbones: what is matched (DM features, DC gradients, CAFE layers; IDC tiles, MTT later).
+"""Backbones: what is matched (DM features, DC gradients, IDC multi-formation gradients, CAFE layers; MTT later).
 
 A backbone distils one or several :class:`~fairdistill.config.MethodSpec` at once ("lockstep":
 every method sees the same networks, real batches and augmentations, and shared forward passes
@@ -15,6 +15,7 @@ BACKBONES: Registry[type[Backbone]] = Registry("backbone")
 from .cafe import CAFE  # noqa: E402  (registers itself)
 from .dc import DC  # noqa: E402  (registers itself)
 from .dm import DM  # noqa: E402  (registers itself)
+from .idc import IDC  # noqa: E402  (registers itself)
 
 
 def get_backbone(name: str) -> Backbone:
@@ -30,6 +31,7 @@ __all__ = [
     "CAFE",
     "DC",
     "DM",
+    "IDC",
     "Backbone",
     "IterationCallback",
     "IterationState",

@@ -30,6 +30,11 @@ Lockstep as in DM: real batches, BN batches, DSA transforms and inner-loop shuff
 generators derived from (seed, purpose, iteration, outer step), so a method distilled alone gives
 the same images as in lockstep with others. Methods with the same sampling share the real batch
 and its augmentation; the networks (and so the gradients) are per method.
+
+Subclasses change what the synthetic images are and how the network moves through a handful of
+hooks (``_initial_images``, ``_class_images``, ``_loops``, ``_begin_iteration``,
+``_update_networks``, ``_result``); IDC (``backbones/idc.py``) is DC with multi-formation and a
+network trained on real data.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -177,6 +183,22 @@ class _Run:
     last_loss: float = float("nan")
 
 
+@dataclass
+class MatchContext:
+    """What every step of one distillation sees: the data and settings, the real split on the device."""
+
+    dataset: FairDataset
+    config: DistillConfig
+    device: torch.device
+    outer: int
+    inner: int
+    syn_labels: Tensor  # labels of the stored synthetic images, ordered by class
+    real_x: Tensor
+    real_y: Tensor
+    real_a: Tensor
+    dsa: DSA | None
+
+
 @BACKBONES.register("dc", "gradient matching: CE gradients of a ConvNet trained on the synthetic set in between")
 class DC(Backbone):
     name = "dc"
@@ -196,18 +218,25 @@ class DC(Backbone):
     ) -> dict[str, SyntheticSet]:
         config.validate()
         check_methods(methods)
-        k, g, ipc = dataset.num_classes, dataset.num_groups, config.ipc
-        outer, inner = dc_loops(config)
-        init_x, syn_labels = initial_images(dataset, config)
-        syn_labels = syn_labels.to(device)
+        k, g = dataset.num_classes, dataset.num_groups
+        outer, inner = self._loops(config)
+        init_x, syn_labels = self._initial_images(dataset, config)
         runs = [self._start(m, config, init_x.to(device)) for m in methods]
-
-        real_x = dataset.train.images.to(device)
-        real_y, real_a = dataset.train.labels.to(device), dataset.train.groups.to(device)
+        ctx = MatchContext(
+            dataset=dataset,
+            config=config,
+            device=device,
+            outer=outer,
+            inner=inner,
+            syn_labels=syn_labels.to(device),
+            real_x=dataset.train.images.to(device),
+            real_y=dataset.train.labels.to(device),
+            real_a=dataset.train.groups.to(device),
+            dsa=DSA(strategy=dataset.dsa_strategy) if config.dsa else None,
+        )
         sampler = RealSampler(dataset.train, k, g)
         shares = dataset.group_shares().to(device)
-        dsa = DSA(strategy=dataset.dsa_strategy) if config.dsa else None
-        inner_sgd = SGDConfig(lr=config.lr_net, momentum=0.0, weight_decay=0.0, batch_size=INNER_BATCH, decay_at=None)
+        dsa = ctx.dsa
 
         for it in range(config.iterations):
             net = make_network(dataset, config, "dc-net", it, device=device)
@@ -215,6 +244,7 @@ class DC(Backbone):
             for run in runs:
                 run.net = copy.deepcopy(net)
                 run.losses = []
+            state = self._begin_iteration(net, runs, ctx, it)
             for ol in range(outer):
                 dsa_params = None
                 if dsa is not None:  # one transform per class, shared by the real and synthetic images
@@ -222,7 +252,7 @@ class DC(Backbone):
                 bn_x = None
                 if bn:
                     idx = sampler.class_batch(BN_IMAGES_PER_CLASS, rng.generator(config.seed, "dc-bn", it, ol))
-                    bn_x = real_x[idx.to(device)]
+                    bn_x = ctx.real_x[idx.to(device)]
                 batches: dict[str, _RealBatch] = {}
                 for run in runs:
                     if run.sampling not in batches:
@@ -230,9 +260,9 @@ class DC(Backbone):
                         idx = sampler.draw(run.sampling, config.batch_real, gen)
                         idx = idx[torch.argsort(sampler.labels[idx], stable=True)].to(device)  # classes contiguous
                         batches[run.sampling] = self._real_batch(
-                            real_x[idx],
-                            real_y[idx],
-                            real_a[idx],
+                            ctx.real_x[idx],
+                            ctx.real_y[idx],
+                            ctx.real_a[idx],
                             dsa,
                             dsa_params,
                             k,
@@ -243,23 +273,15 @@ class DC(Backbone):
                         freeze_batchnorm(run.net, bn_x)
                     else:
                         run.net.train()
-                    loss = self._outer_step(run, batches[run.sampling], syn_labels, ipc, dsa, dsa_params)
+                    loss = self._outer_step(run, batches[run.sampling], ctx, dsa_params)
                     run.losses.append(loss)
                     if not torch.isfinite(run.images).all():
                         raise FairDistillError(
                             f"{run.spec.name}: synthetic images became NaN/inf at iteration {it}, outer step {ol}; "
                             "lower the image learning rate"
                         )
-                    if ol < outer - 1 and inner > 0:
-                        train(
-                            run.net,
-                            run.images.detach(),
-                            syn_labels,
-                            epochs=inner,
-                            generator=rng.generator(config.seed, "dc-inner", it, ol),
-                            sgd=inner_sgd,
-                            dsa=dsa,
-                        )
+                if ol < outer - 1 and inner > 0:
+                    self._update_networks(runs, ctx, state, it, ol)
             for run in runs:
                 run.last_loss = sum(run.losses) / len(run.losses)  # mean over the outer steps
             if callback is not None:
@@ -275,10 +297,46 @@ class DC(Backbone):
         out = {}
         for run in runs:
             run.net = None
-            meta = synthetic_meta(dataset, run.spec, config)
-            meta.update(sampling=run.sampling, outer_loop=outer, inner_loop=inner, final_loss=run.last_loss)
-            out[run.spec.name] = SyntheticSet(run.images.detach().cpu().clone(), syn_labels.cpu(), meta)
+            out[run.spec.name] = self._result(run, ctx)
         return out
+
+    # ---- what a subclass changes (IDC: multi-formation, networks trained on real data) ------------
+    def _loops(self, config: DistillConfig) -> tuple[int, int]:
+        """(outer_loop, inner_loop) of a run."""
+        return dc_loops(config)
+
+    def _initial_images(self, dataset: FairDataset, config: DistillConfig) -> tuple[Tensor, Tensor]:
+        """The stored synthetic images a run starts from, and their labels (ordered by class)."""
+        return initial_images(dataset, config)
+
+    def _class_images(self, images: Tensor, labels: Tensor, ctx: MatchContext) -> tuple[Tensor, Tensor]:
+        """The training images (kept differentiable) that one class's stored images stand for: DC stores them as is."""
+        return images, labels
+
+    def _begin_iteration(self, net: nn.Module, runs: Sequence[_Run], ctx: MatchContext, it: int) -> Any:
+        """Called once the iteration's network is drawn; what it returns is handed to :meth:`_update_networks`."""
+        return None
+
+    def _update_networks(self, runs: Sequence[_Run], ctx: MatchContext, state: Any, it: int, ol: int) -> None:
+        """Between image updates: DC trains each method's network on that method's (detached) synthetic set."""
+        sgd = SGDConfig(lr=ctx.config.lr_net, momentum=0.0, weight_decay=0.0, batch_size=INNER_BATCH, decay_at=None)
+        for run in runs:
+            assert run.net is not None
+            train(
+                run.net,
+                run.images.detach(),
+                ctx.syn_labels,
+                epochs=ctx.inner,
+                generator=rng.generator(ctx.config.seed, "dc-inner", it, ol),
+                sgd=sgd,
+                dsa=ctx.dsa,
+            )
+
+    def _result(self, run: _Run, ctx: MatchContext) -> SyntheticSet:
+        """The synthetic set a run hands back, with its metadata."""
+        meta = synthetic_meta(ctx.dataset, run.spec, ctx.config)
+        meta.update(sampling=run.sampling, outer_loop=ctx.outer, inner_loop=ctx.inner, final_loss=run.last_loss)
+        return SyntheticSet(run.images.detach().cpu().clone(), ctx.syn_labels.cpu(), meta)
 
     # ---- pieces ------------------------------------------------------------------------------
     @staticmethod
@@ -308,13 +366,11 @@ class DC(Backbone):
         sizes = torch.bincount(y, minlength=k).tolist()
         return _RealBatch(x, y, a, stats, sizes)
 
-    @staticmethod
-    def _outer_step(
-        run: _Run, batch: _RealBatch, syn_labels: Tensor, ipc: int, dsa: DSA | None, dsa_params: DSAParams | None
-    ) -> float:
+    def _outer_step(self, run: _Run, batch: _RealBatch, ctx: MatchContext, dsa_params: DSAParams | None) -> float:
         """Match every class's gradients and take one image step; returns the loss summed over classes."""
         net = run.net
         assert net is not None
+        ipc, dsa = ctx.config.ipc, ctx.dsa
         params = list(net.parameters())
         weights = run.target.sample_weights(batch.stats, batch.y, batch.a)
         xs, ys, as_ = batch.x.split(batch.sizes), batch.y.split(batch.sizes), batch.a.split(batch.sizes)
@@ -324,7 +380,8 @@ class DC(Backbone):
         for c, n in enumerate(batch.sizes):
             if n == 0:
                 continue
-            x_syn, y_syn = run.images[c * ipc : (c + 1) * ipc], syn_labels[c * ipc : (c + 1) * ipc]
+            sl = slice(c * ipc, (c + 1) * ipc)
+            x_syn, y_syn = self._class_images(run.images[sl], ctx.syn_labels[sl], ctx)
             if dsa is not None and dsa_params is not None:
                 x_syn = dsa.apply(x_syn, dsa_params, y_syn)
             g_syn = torch.autograd.grad(F.cross_entropy(net(x_syn), y_syn), params, create_graph=True)
