@@ -1,4 +1,4 @@
-"""Where computation runs: device choice and thread limits (the distributed seam will live here too)."""
+"""Where computation runs: the device choice (the distributed seam will live here too)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import re
 import torch
 
 from .errors import FairDistillError
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

@@ -90,8 +90,4 @@ class ConvNet(nn.Module):
         return self.classifier(self.embed(x))
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-__all__ = ["ConvNet", "count_parameters"]
+__all__ = ["ConvNet"]
