@@ -15,3 +15,17 @@ def digits():
 @pytest.fixture(scope="session")
 def cpu():
     return torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Decoded-data caches of the tests go to a temporary folder, never the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("FAIRDISTILL_CACHE")
+    os.environ["FAIRDISTILL_CACHE"] = str(tmp_path_factory.mktemp("fairdistill-cache"))
+    yield
+    if old is None:
+        os.environ.pop("FAIRDISTILL_CACHE", None)
+    else:
+        os.environ["FAIRDISTILL_CACHE"] = old

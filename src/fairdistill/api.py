@@ -180,6 +180,7 @@ def compare(
     data_root: str | Path | None = None,
     out: str | Path | None = None,
     progress: Progress | None = None,
+    **overrides: Any,
 ) -> CompareResult:
     """Distil ``methods`` in lockstep and evaluate them beside the ``baselines``, all at ``ipc``.
 
@@ -187,7 +188,8 @@ def compare(
     barycenter target with the layer-wise cosine gradient distance; see :mod:`fairdistill.presets`).
     ``preset`` names the compute profile (``cpu`` or ``gpu``; default: by device), whose settings
     for ``backbone`` are used. With ``out``, writes ``summary.json`` and, per method, its synthetic
-    set, record and image grid.
+    set, record and image grid. ``overrides`` set single :class:`DistillConfig` fields (``lr_img``,
+    ``outer_loop``...) for every method alike.
     """
     dev = resolve_device(device)
     profile = preset or default_profile(dev)
@@ -198,7 +200,7 @@ def compare(
     if len(set(methods) | set(baselines)) != len(methods) + len(baselines):
         raise FairDistillError("method and baseline names must be unique")
     dcfg, ecfg = profile_configs(profile, ipc, seed, backbone)
-    dcfg = _override(dcfg, iterations=iterations)
+    dcfg = _override(dcfg, iterations=iterations, **overrides)
     ecfg = _override(ecfg, num_models=num_models, epochs=epochs)
     data = _dataset(dataset, data_root)
     timings: dict[str, float] = {}

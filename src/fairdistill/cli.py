@@ -240,13 +240,49 @@ def _print_table(rows: dict[str, dict], title: str) -> None:
     out_console.print(table)
 
 
-@app.command()
-def datasets() -> None:
-    """List the dataset keys."""
-    from .data import DATASETS
+datasets_app = typer.Typer(help="List the dataset keys, or show one dataset's (class x group) counts.")
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.callback(invoke_without_command=True)
+def datasets(ctx: typer.Context) -> None:
+    """List the dataset keys with a one-line description (`datasets show KEY` for the counts)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .data import DATASETS, EMBEDDED
 
     for name in DATASETS.list():
-        out_console.print(f"{name:<18} {DATASETS.describe(name)}", highlight=False)
+        where = "embedded" if name in EMBEDDED else "files"
+        out_console.print(f"{name:<16} {where:<9} {DATASETS.describe(name)}", highlight=False, soft_wrap=True)
+
+
+@datasets_app.command("show")
+def datasets_show(
+    key: Annotated[str, typer.Argument(help="Dataset key (see `fairdistill datasets`).")],
+    data_root: DataRootOpt = None,
+) -> None:
+    """Print the train and test (class x group) count tables of a dataset."""
+    from .data import load_dataset
+
+    with _user_errors():
+        data = load_dataset(key, data_root=data_root)
+    out_console.print(f"[bold]{data.name}[/]: {data.description}", highlight=False, soft_wrap=True)
+    out_console.print(
+        f"{data.num_classes} classes x {data.num_groups} groups, images {data.channels}x"
+        f"{data.image_size[0]}x{data.image_size[1]}, fingerprint {data.fingerprint()}",
+        highlight=False,
+    )
+    for which in ("train", "test"):
+        counts = data.counts(which)
+        table = Table(title=f"{which}: {int(counts.sum())} images (rows: class, columns: group)", title_justify="left")
+        table.add_column("class")
+        for g in data.group_names:
+            table.add_column(g, justify="right")
+        table.add_column("total", justify="right")
+        for c, row in zip(data.class_names, counts.tolist(), strict=True):
+            table.add_row(c, *map(str, row), str(sum(row)))
+        table.add_row("total", *map(str, counts.sum(0).tolist()), str(int(counts.sum())), style="bold")
+        out_console.print(table)
 
 
 @app.command()

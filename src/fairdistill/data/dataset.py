@@ -123,7 +123,8 @@ class FairDataset:
                 )
             if x.shape[1:] != self.train.images.shape[1:]:
                 raise FairDistillError(f"{self.name}: train and test images differ in shape")
-            if not torch.isfinite(x).all():
+            lo, hi = torch.aminmax(x)  # one pass, no mask the size of the data; NaN propagates
+            if not (torch.isfinite(lo) and torch.isfinite(hi)):
                 raise FairDistillError(f"{self.name} {which}: images contain NaN or infinite values")
             if y.dtype != torch.long or a.dtype != torch.long:
                 raise FairDistillError(f"{self.name} {which}: labels and groups must be int64 tensors")
@@ -140,3 +141,13 @@ class FairDataset:
         if empty:
             names = ", ".join(self.class_names[i] for i in empty)
             raise FairDistillError(f"{self.name}: no training images for class(es) {names}")
+
+
+def normalise_uint8(pixels: Tensor | Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """uint8 pixels (N, C, H, W) (a tensor or numpy array) -> float32 model-space images ``(x / 255 - mean) / std``."""
+    x = torch.as_tensor(pixels)
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise FairDistillError(f"expected uint8 pixels of shape (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x.float() / 255.0 - m) / s

