@@ -300,7 +300,7 @@ def test_cafe_recipes_and_profiles():
     assert (cpu.outer_loop, cpu.inner_loop, cpu.iterations, cpu.batch_real) == (5, 10, 30, 32)
     assert profile_configs("cpu", 1, backbone="cafe")[0].iterations == 150
     p = resolve_preset("cafe-cobra-cpu")
-    assert p.name == "cafe-cobra-cpu" and p.method.backbone == "cafe" and p.distill.lr_img == 0.1
+    assert p.name == "cafe-cobra-cpu" and p.method.backbone == "cafe" and p.distill.lr_img == 1.0
     assert resolve_preset("cobra-cpu", backbone="cafe") == p
     assert {"cafe-vanilla-gpu", "cafe-fairdd-cpu", "cafe-cobra"} <= set(list_presets("cafe"))
 

@@ -228,7 +228,7 @@ def test_dc_recipes_and_profiles():
     assert gpu.model_kwargs == {"width": 128, "depth": 3, "norm": "instance"}
     assert dc_loops(gpu) == (10, 50)
     p = resolve_preset("dc-cobra-cpu")
-    assert p.name == "dc-cobra-cpu" and p.method.backbone == "dc" and p.distill.lr_img == 0.1
+    assert p.name == "dc-cobra-cpu" and p.method.backbone == "dc" and p.distill.lr_img == 3.0
     assert resolve_preset("cobra-cpu", backbone="dc") == p
     assert resolve_preset("cobra-cpu").method.backbone == "dm"
     with pytest.raises(FairDistillError, match="is for backbone 'dc'"):

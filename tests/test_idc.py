@@ -209,6 +209,7 @@ def test_idc_recipes_and_profiles():
     assert gpu.lr_img == pytest.approx(0.02) and gpu.img_momentum == 0.5 and gpu.lr_net == 0.01
     assert gpu.model_kwargs == {"width": 128, "depth": 3, "norm": "instance"} and ev.epochs == 1000
     assert idc_lr_img(50) == pytest.approx(0.1)  # the published rate grows with the IPC
+    assert profile_configs("cpu", 10, backbone="idc")[0].lr_img == pytest.approx(1.0)  # 50x: 80 updates, not 200k
     p = resolve_preset("idc-fixed-cobra-cpu")
     assert p.name == "idc-fixed-cobra-cpu" and p.method.embedder == "fixed" and p.distill.factor == 2
     assert resolve_preset("cobra-cpu", backbone="idc").method.distance == "l2sq"
