@@ -20,6 +20,10 @@ Under squared L2, group-sync and barycenter have identical gradients up to the f
 (SPEC section 2, fact 1); on a batch with equal counts per group, uniform-sampling and
 barycenter coincide exactly (fact 5). Tests check both.
 
+Generalised barycenters (``bary-l1``, ``bary-l2``, ``bary-linf``, ``bary-cosine``, ``bary-huber``) and the
+Wasserstein-2 barycenter of the group feature clouds (``bary-w2``) live in :mod:`fairdistill.barycenters`,
+which registers them here.
+
 Backbones whose statistic is not a feature mean (DC: a gradient) use the same targets through
 :meth:`Target.sample_weights`: a weighted target becomes per-sample weights of one real loss
 (SPEC section 2, fact 2), and a per-group target (``cell_weights`` is ``None``) through
@@ -55,6 +59,11 @@ class GroupStats:
     sums: Tensor
     counts: Tensor
     population_weights: Tensor
+    # the batch's per-sample features (N, D), labels and groups (N,), kept only on request
+    # (``from_features(..., keep_samples=True)``) for targets that match distributions, not means
+    features: Tensor | None = None
+    labels: Tensor | None = None
+    groups: Tensor | None = None
 
     @classmethod
     def from_counts(
@@ -85,20 +94,31 @@ class GroupStats:
         num_classes: int,
         num_groups: int,
         population_shares: Tensor | None = None,
+        keep_samples: bool = False,
     ) -> GroupStats:
         """Sum ``features`` (N, D) per (class, group) cell in one ``index_add_``.
 
         ``population_shares`` (K, G): the dataset's pi(a|y); ``None`` means the batch's own shares.
+        ``keep_samples``: also keep references to ``features``, ``labels`` and ``groups`` (see
+        :attr:`Target.uses_samples`).
         """
         cell = labels * num_groups + groups
         d = features.shape[1]
         sums = features.new_zeros(num_classes * num_groups, d).index_add_(0, cell, features)
         stats = cls.from_counts(labels, groups, num_classes, num_groups, population_shares, dtype=features.dtype)
-        return replace(stats, sums=sums.view(num_classes, num_groups, d))
+        samples = {"features": features, "labels": labels, "groups": groups} if keep_samples else {}
+        return replace(stats, sums=sums.view(num_classes, num_groups, d), **samples)
 
     def merge(self, other: GroupStats) -> GroupStats:
-        """Statistics of the union of two batches (population weights from ``self``)."""
-        return replace(self, sums=self.sums + other.sums, counts=self.counts + other.counts)
+        """Statistics of the union of two batches (population weights from ``self``; samples if both keep them)."""
+        samples: dict[str, Tensor | None] = {"features": None, "labels": None, "groups": None}
+        if self.features is not None and other.features is not None:
+            samples = {
+                "features": torch.cat([self.features, other.features]),
+                "labels": torch.cat([self.labels, other.labels]),
+                "groups": torch.cat([self.groups, other.groups]),
+            }
+        return replace(self, sums=self.sums + other.sums, counts=self.counts + other.counts, **samples)
 
     @property
     def present(self) -> Tensor:
@@ -136,6 +156,11 @@ class Target:
     name: str = ""
     default_sampling: Sampling = "stratified"
     samplings: tuple[str, ...] = SAMPLINGS
+    #: the statistic is solved from feature vectors, not a weighted mean of group statistics, so it cannot
+    #: be applied as per-sample weights (gradient matching refuses it; see ``Backbone.check_target``)
+    feature_only: bool = False
+    #: matched through :meth:`sample_loss` on per-sample features (real and synthetic), not on class means
+    uses_samples: bool = False
 
     def cell_weights(self, stats: GroupStats) -> Tensor | None:
         """(K, G) weights of the group statistics in the target, or ``None`` if matched per group."""
@@ -163,6 +188,10 @@ class Target:
         """Sum over classes present in the real batch of d(target, syn)."""
         per_class = distance(self.statistic(stats), syn)
         return (per_class * stats.classes_present).sum()
+
+    def sample_loss(self, stats: GroupStats, syn_features: Tensor) -> Tensor:
+        """Loss of the (K, ipc, D) synthetic features against ``stats`` kept with samples (``uses_samples`` targets)."""
+        raise FairDistillError(f"target {self.name!r} matches class statistics, not per-sample features")
 
 
 TARGETS: Registry[type[Target]] = Registry("target")
@@ -244,3 +273,7 @@ def resolve_sampling(target: Target, sampling: str | None) -> str:
             f"target {target.name!r} cannot use sampling {sampling!r}; allowed: {', '.join(target.samplings)}"
         )
     return sampling
+
+
+# The generalised barycenter targets register themselves on import (the module needs the classes above).
+from . import barycenters as _barycenters  # noqa: E402, F401

@@ -17,6 +17,7 @@ from ..distances import DISTANCES
 from ..errors import FairDistillError
 from ..models import create_model
 from ..registry import Registry
+from ..targets import Target
 from ..training import init_weights
 
 
@@ -46,6 +47,34 @@ class Backbone:
     distances: Registry = DISTANCES
     default_distance: str = "l2sq"
     embedders: tuple[str, ...] | None = None
+    #: can match targets solved from feature vectors (``Target.feature_only``: the generalised barycenters),
+    #: which have no per-sample weights; gradient matching cannot
+    feature_targets: bool = True
+    #: can match targets on per-sample features (``Target.uses_samples``: bary-w2)
+    sample_targets: bool = False
+
+    @classmethod
+    def supports(cls, target: Target) -> bool:
+        return (cls.feature_targets or not target.feature_only) and (cls.sample_targets or not target.uses_samples)
+
+    @classmethod
+    def check_target(cls, target: Target) -> None:
+        """A clear error, at the start of a run, for a target this backbone cannot match."""
+        if cls.supports(target):
+            return
+        from . import BACKBONES
+
+        able = [b for b in BACKBONES.list() if BACKBONES.get(b).supports(target)]
+        if target.uses_samples and not cls.sample_targets:
+            why = "it matches per-sample feature distributions, not class statistics"
+        else:
+            why = (
+                "it is solved from feature vectors, not a weighted mean of group statistics, so it has no "
+                "per-sample weights to apply to one real gradient"
+            )
+        raise FairDistillError(
+            f"backbone {cls.name!r} cannot use target {target.name!r}: {why}; backbones that can: {', '.join(able)}"
+        )
 
     def distill(
         self,

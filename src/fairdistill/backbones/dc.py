@@ -25,6 +25,8 @@ linear in the per-sample losses, so this is ``sum_a w(c, a)`` times the mean-CE 
 with the barycenter's ``w = 1/|A_c|`` it is the mean of the group gradients (COBRA-DC) at the cost
 of vanilla DC (fact 2). A per-group target (group-sync, FairDD) matches every present group's own
 gradient: a forward and backward per group (on that group's images), one distance term per group.
+The generalised barycenters (``bary-*``, solved from feature vectors, no cell weights) have no such
+form and are refused when the run starts (:meth:`~fairdistill.backbones.base.Backbone.check_target`).
 
 Lockstep as in DM: real batches, BN batches, DSA transforms and inner-loop shuffles are drawn from
 generators derived from (seed, purpose, iteration, outer step), so a method distilled alone gives
@@ -206,6 +208,8 @@ class DC(Backbone):
     default_distance = "layer-cosine"
     # DC draws a fresh network each iteration and trains it itself (inner loop): no other embedder applies
     embedders = ("random",)
+    # the generalised barycenters have no per-sample weights: one weighted real gradient cannot express them
+    feature_targets = False
 
     def distill(
         self,
