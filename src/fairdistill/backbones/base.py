@@ -98,7 +98,7 @@ def check_methods(methods: Sequence[MethodSpec]) -> None:
 
 
 def check_ipc(dataset: FairDataset, ipc: int) -> None:
-    smallest = int(dataset.counts("train").sum(1).min())
+    smallest = int(dataset.class_counts("train").min())  # every image of the class, group-labelled or not
     if ipc < 1 or ipc > smallest:
         raise FairDistillError(
             f"ipc must lie in [1, {smallest}] (the smallest class of {dataset.name} has {smallest} images), got {ipc}"
@@ -118,7 +118,7 @@ def initial_images(dataset: FairDataset, config: DistillConfig) -> tuple[Tensor,
         g = rng.generator(config.seed, "init-noise")
         images = torch.randn((k * config.ipc, *dataset.train.images.shape[1:]), generator=g)
         return images, labels
-    sampler = RealSampler(dataset.train, k, dataset.num_groups)
+    sampler = RealSampler(dataset.train, k, dataset.num_train_groups)
     idx = sampler.class_batch(config.ipc, rng.generator(config.seed, "init-real"))
     idx = idx[torch.argsort(dataset.train.labels[idx], stable=True)]
     return dataset.train.images[idx].clone(), labels
@@ -138,6 +138,7 @@ def make_network(dataset: FairDataset, config: DistillConfig, *keys: object, dev
 
 def synthetic_meta(dataset: FairDataset, method: MethodSpec, config: DistillConfig) -> dict:
     from ..artifacts import environment
+    from ..data.groups import group_labels_record
 
     return {
         "method": method.to_dict(),
@@ -146,6 +147,8 @@ def synthetic_meta(dataset: FairDataset, method: MethodSpec, config: DistillConf
         "dataset_fingerprint": dataset.fingerprint(),
         "class_names": list(dataset.class_names),
         "group_names": list(dataset.group_names),
+        # training groups that are not the dataset's own (pseudo, noisy or partial labels): what they are
+        **({"group_labels": group_labels_record(dataset)} if dataset.params.get("group_labels") else {}),
         "mean": list(dataset.mean),
         "std": list(dataset.std),
         "dsa_strategy": dataset.dsa_strategy,

@@ -324,7 +324,7 @@ class CAFE(Backbone):
     ) -> dict[str, SyntheticSet]:
         config.validate()
         check_methods(methods)
-        k, g = dataset.num_classes, dataset.num_groups
+        k, g = dataset.num_classes, dataset.num_train_groups  # the training split's groups (may be pseudo-groups)
         outer, inner = dc_loops(config)
         stop = InnerStop.from_config(config)
         init_x, syn_labels = initial_images(dataset, config)

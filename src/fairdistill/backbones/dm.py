@@ -78,7 +78,7 @@ class DM(Backbone):
     ) -> dict[str, SyntheticSet]:
         config.validate()
         check_methods(methods)
-        k, g = dataset.num_classes, dataset.num_groups
+        k, g = dataset.num_classes, dataset.num_train_groups  # the training split's groups (may be pseudo-groups)
         init_x, syn_labels = initial_images(dataset, config)
         syn_labels = syn_labels.to(device)
         runs = [self._start(m, config, init_x.to(device)) for m in methods]
