@@ -1,5 +1,7 @@
 """Targets: the identities of SPEC section 2 and the one-pass group statistics."""
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -91,11 +93,19 @@ def test_relabelling_groups_changes_nothing(target):
     feats, y, a = _batch(seed=5)
     perm = torch.tensor([2, 0, 3, 1])
     s = torch.randn(3, 6, dtype=torch.float64)
+    t = get_target(target)
+    if t.uses_samples:  # matched on per-sample features (bary-w2), not through a distance
+        pytest.importorskip("ot")
+        base = GroupStats.from_features(feats, y, a, 3, 4, keep_samples=True)
+        relab = GroupStats.from_features(feats, y, perm[a], 3, 4, keep_samples=True)
+        torch.testing.assert_close(t.statistic(base), t.statistic(relab))
+        syn = torch.randn(3, 2, 6, dtype=torch.float64)
+        torch.testing.assert_close(t.sample_loss(base, syn), t.sample_loss(relab, syn))
+        return
     for dist in list_distances():
         d = get_distance(dist)
         base = GroupStats.from_features(feats, y, a, 3, 4)
         relab = GroupStats.from_features(feats, y, perm[a], 3, 4)
-        t = get_target(target)
         torch.testing.assert_close(t.statistic(base), t.statistic(relab))
         torch.testing.assert_close(t.loss(base, s, d), t.loss(relab, s, d))
 
@@ -103,11 +113,18 @@ def test_relabelling_groups_changes_nothing(target):
 def test_absent_classes_do_not_contribute():
     feats, y, a = _batch()
     keep = y != 1
-    stats = GroupStats.from_features(feats[keep], y[keep], a[keep], 3, 4)
+    stats = GroupStats.from_features(feats[keep], y[keep], a[keep], 3, 4, keep_samples=True)
     s = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    has_pot = importlib.util.find_spec("ot") is not None
     for t in list_targets():
         s.grad = None
-        get_target(t).loss(stats, s, get_distance("l2sq")).backward()
+        target = get_target(t)
+        if target.uses_samples:  # one synthetic point per class, matched as a cloud (bary-w2; needs POT)
+            if has_pot:
+                target.sample_loss(stats, s.unsqueeze(1)).backward()
+                assert torch.all(s.grad[1] == 0)
+            continue
+        target.loss(stats, s, get_distance("l2sq")).backward()
         assert torch.all(s.grad[1] == 0)
 
 

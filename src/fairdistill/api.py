@@ -18,6 +18,7 @@ import torch
 from .artifacts import SyntheticSet, environment, load_synthetic, save_grid, save_synthetic, write_json
 from .backbones import get_backbone
 from .data import FairDataset, load_dataset
+from .data.groups import apply_group_options, parse_groups
 from .errors import FairDistillError, unknown_name
 from .evaluate import BASELINES, EvalResult, baseline_indices, epochs_for, evaluate_images
 from .presets import (
@@ -58,6 +59,9 @@ def distill(
     data_root: str | Path | None = None,
     out: str | Path | None = None,
     progress: Progress | None = None,
+    group_label_fraction: float | None = None,
+    group_label_noise: float | None = None,
+    groups: str | None = None,
     **overrides: Any,
 ) -> SyntheticSet:
     """Distil one synthetic set.
@@ -68,17 +72,28 @@ def distill(
     override single knobs of the recipe, ``iterations`` and any other :class:`DistillConfig` field
     (``overrides``, e.g. ``outer_loop`` for DC) single settings. With ``out``, the set, a JSON
     record and an image grid are written there.
+
+    Group labels of the training images (:mod:`fairdistill.data.groups`; the test split always keeps
+    the true groups): ``groups`` = ``infer:kmeans[:K]`` or ``infer:dbscan`` replaces them by per-class
+    clusters, then ``group_label_noise`` flips that share of them, then ``group_label_fraction`` keeps
+    that share (the rest unlabelled). What was done is in ``meta["group_labels"]``.
     """
     dev = resolve_device(device)
+    parse_groups(groups)  # a bad spelling fails before any work
     p = resolve_preset(preset, ipc=ipc, seed=seed, device=dev, backbone=backbone)
     knobs = {"target": target, "distance": distance, "embedder": embedder, "sampling": sampling}
     method = replace(p.method, **{k: v for k, v in knobs.items() if v is not None}).resolved().validate()
     config = _override(p.distill, iterations=iterations, **overrides)
     data = _dataset(dataset, data_root)
+    data, group_record = apply_group_options(
+        data, groups=groups, noise=group_label_noise, fraction=group_label_fraction, seed=seed, device=dev
+    )
     start = time.perf_counter()
     cb = (lambda st: progress("distill", st.done, st.total)) if progress else None
     synset = get_backbone(method.backbone).distill(data, [method], config, device=dev, callback=cb)[method.name]
     synset.meta["preset"] = p.name
+    if group_record is not None:
+        synset.meta["group_labels"] = group_record
     seconds = time.perf_counter() - start
     synset.meta["seconds"] = seconds
     if out is not None:
@@ -180,6 +195,9 @@ def compare(
     data_root: str | Path | None = None,
     out: str | Path | None = None,
     progress: Progress | None = None,
+    group_label_fraction: float | None = None,
+    group_label_noise: float | None = None,
+    groups: str | None = None,
     **overrides: Any,
 ) -> CompareResult:
     """Distil ``methods`` in lockstep and evaluate them beside the ``baselines``, all at ``ipc``.
@@ -190,8 +208,15 @@ def compare(
     for ``backbone`` are used. With ``out``, writes ``summary.json`` and, per method, its synthetic
     set, record and image grid. ``overrides`` set single :class:`DistillConfig` fields (``lr_img``,
     ``outer_loop``...) for every method alike.
+
+    ``groups``, ``group_label_noise`` and ``group_label_fraction`` transform the training groups as in
+    :func:`distill`, once, for every method and baseline: ``random-balanced`` balances over the
+    transformed training groups (pseudo-groups, noisy labels, the labelled images), as a user without
+    the true groups would; ``random`` and ``full`` do not use groups. Evaluation always uses the
+    true test groups. ``summary["group_labels"]`` records what was done (``None``: the true groups).
     """
     dev = resolve_device(device)
+    parse_groups(groups)  # a bad spelling fails before any work
     profile = preset or default_profile(dev)
     PROFILES.get(profile)
     specs = [get_method(m, backbone).validate() for m in methods]  # the backbone's form of each recipe
@@ -203,7 +228,13 @@ def compare(
     dcfg = _override(dcfg, iterations=iterations, **overrides)
     ecfg = _override(ecfg, num_models=num_models, epochs=epochs)
     data = _dataset(dataset, data_root)
+    start = time.perf_counter()
+    data, group_record = apply_group_options(
+        data, groups=groups, noise=group_label_noise, fraction=group_label_fraction, seed=seed, device=dev
+    )
     timings: dict[str, float] = {}
+    if group_record is not None:
+        timings["group labels"] = time.perf_counter() - start
 
     synthetic: dict[str, SyntheticSet] = {}
     if specs:
@@ -213,6 +244,8 @@ def compare(
         timings["distill"] = time.perf_counter() - start
         for s in synthetic.values():
             s.meta["preset"] = preset_name(backbone, s.meta["method"]["name"], profile)
+            if group_record is not None:
+                s.meta["group_labels"] = group_record
 
     results: dict[str, EvalResult] = {}
     train_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {
@@ -240,6 +273,7 @@ def compare(
         "distill_config": dcfg.to_dict(),
         "eval_config": ecfg.to_dict(),
         "method_specs": {s.name: s.to_dict() for s in specs},
+        "group_labels": group_record,
         "seconds": timings,
         "environment": environment(),
     }

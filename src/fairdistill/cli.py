@@ -36,6 +36,25 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cud
 ModelsOpt = Annotated[int | None, typer.Option("--models", help="Evaluation models per set (default: the preset's).")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Evaluation training epochs (default: the preset's).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+GroupFractionOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--group-label-fraction",
+        help="Keep the group label of this share of each class's training images (0 < P <= 1); the rest unlabelled.",
+    ),
+]
+GroupNoiseOpt = Annotated[
+    float | None,
+    typer.Option("--group-label-noise", help="Give this share of the training group labels another group (0..1)."),
+]
+GroupsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--groups",
+        help="Training groups: true (default), infer:kmeans:K, infer:kmeans (K by silhouette) or infer:dbscan. "
+        "The test split always keeps the true groups.",
+    ),
+]
 
 
 @contextmanager
@@ -115,6 +134,9 @@ def distill(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/distill"),
+    group_label_fraction: GroupFractionOpt = None,
+    group_label_noise: GroupNoiseOpt = None,
+    groups: GroupsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Distil one synthetic set; writes synthetic.safetensors, record.json and grid.png into --out."""
@@ -136,6 +158,9 @@ def distill(
             data_root=data_root,
             out=out,
             progress=hook,
+            group_label_fraction=group_label_fraction,
+            group_label_noise=group_label_noise,
+            groups=groups,
         )
     m = synset.meta["method"]
     out_console.print(
@@ -198,6 +223,9 @@ def compare(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/compare"),
+    group_label_fraction: GroupFractionOpt = None,
+    group_label_noise: GroupNoiseOpt = None,
+    groups: GroupsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Distil several methods in lockstep, evaluate them beside the baselines, write summary.json."""
@@ -219,6 +247,9 @@ def compare(
             data_root=data_root,
             out=out,
             progress=hook,
+            group_label_fraction=group_label_fraction,
+            group_label_noise=group_label_noise,
+            groups=groups,
         )
     s = result.summary
     title = (
@@ -276,7 +307,7 @@ def datasets_show(
         counts = data.counts(which)
         table = Table(title=f"{which}: {int(counts.sum())} images (rows: class, columns: group)", title_justify="left")
         table.add_column("class")
-        for g in data.group_names:
+        for g in data.group_names_of(which):
             table.add_column(g, justify="right")
         table.add_column("total", justify="right")
         for c, row in zip(data.class_names, counts.tolist(), strict=True):

@@ -46,7 +46,9 @@ class MethodSpec:
                 f"backbone {self.backbone!r} cannot use embedder {self.embedder!r}; allowed: "
                 f"{', '.join(backbone.embedders)}"
             )
-        resolve_sampling(get_target(self.target), self.sampling)
+        target = get_target(self.target)
+        resolve_sampling(target, self.sampling)
+        backbone.check_target(target)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -134,7 +134,7 @@ BASELINES: Registry[Baseline] = Registry("baseline")
 def random_subset(dataset: FairDataset, ipc: int, seed: int) -> Tensor:
     from .data.sampling import RealSampler
 
-    sampler = RealSampler(dataset.train, dataset.num_classes, dataset.num_groups)
+    sampler = RealSampler(dataset.train, dataset.num_classes, dataset.num_train_groups)
     return sampler.class_batch(ipc, rng.generator(seed, "baseline-random"))
 
 
@@ -146,6 +146,11 @@ def balanced_subset(dataset: FairDataset, ipc: int, seed: int) -> Tensor:
 
     Water-filling: every group gives the same number of images, a group with too few gives all it
     has, and what is left of ``ipc`` goes one image each to randomly chosen groups with images to spare.
+
+    The groups are the training split's as given: pseudo-groups or noisy labels when the dataset's
+    group labels were transformed (:mod:`fairdistill.data.groups`). With partial group labels only
+    the labelled images are balanced; a class with fewer labelled images than ``ipc`` is topped up
+    with random unlabelled images of the class.
     """
     from .backbones.base import check_ipc
 
@@ -168,6 +173,10 @@ def balanced_subset(dataset: FairDataset, ipc: int, seed: int) -> Tensor:
         for a in quota.nonzero().flatten().tolist():
             idx = ((train.labels == c) & (train.groups == a)).nonzero().flatten()
             chosen.append(idx[torch.randperm(len(idx), generator=gen)[: int(quota[a])]])
+        short = ipc - int(quota.sum())
+        if short > 0:  # too few group-labelled images: the rest from the class's unlabelled ones
+            idx = ((train.labels == c) & (train.groups < 0)).nonzero().flatten()
+            chosen.append(idx[torch.randperm(len(idx), generator=gen)[:short]])
     return torch.cat(chosen)
 
 

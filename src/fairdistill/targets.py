@@ -20,6 +20,10 @@ Under squared L2, group-sync and barycenter have identical gradients up to the f
 (SPEC section 2, fact 1); on a batch with equal counts per group, uniform-sampling and
 barycenter coincide exactly (fact 5). Tests check both.
 
+Generalised barycenters (``bary-l1``, ``bary-l2``, ``bary-linf``, ``bary-cosine``, ``bary-huber``) and the
+Wasserstein-2 barycenter of the group feature clouds (``bary-w2``) live in :mod:`fairdistill.barycenters`,
+which registers them here.
+
 Backbones whose statistic is not a feature mean (DC: a gradient) use the same targets through
 :meth:`Target.sample_weights`: a weighted target becomes per-sample weights of one real loss
 (SPEC section 2, fact 2), and a per-group target (``cell_weights`` is ``None``) through
@@ -50,11 +54,30 @@ class GroupStats:
     batch they are the batch's own group shares (so the population target is the batch mean, as
     published); for a stratified batch they are the dataset's shares pi(a|y), which re-weights the
     balanced batch back to the population.
+
+    Samples without a group label (group -1, partial group labels) are in no cell: their features
+    are summed per class in ``unlabelled_sums`` (K, D) and counted in ``unlabelled_counts`` (K,)
+    (zeros when not given). Only the ``population`` target uses them (the class statistic is over
+    every sample of the class); group targets see the labelled cells alone.
     """
 
     sums: Tensor
     counts: Tensor
     population_weights: Tensor
+    unlabelled_sums: Tensor | None = None
+    unlabelled_counts: Tensor | None = None
+    # the batch's per-sample features (N, D), labels and groups (N,), kept only on request
+    # (``from_features(..., keep_samples=True)``) for targets that match distributions, not means
+    features: Tensor | None = None
+    labels: Tensor | None = None
+    groups: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        k, _, d = self.sums.shape
+        if self.unlabelled_sums is None:
+            object.__setattr__(self, "unlabelled_sums", self.sums.new_zeros(k, d))
+        if self.unlabelled_counts is None:
+            object.__setattr__(self, "unlabelled_counts", self.counts.new_zeros(k))
 
     @classmethod
     def from_counts(
@@ -70,11 +93,18 @@ class GroupStats:
 
         What a backbone needs to weight real *samples* instead of cells (see
         :meth:`Target.sample_weights`), e.g. gradient matching, where the statistic is a gradient.
-        ``population_shares`` as in :meth:`from_features`.
+        ``population_shares`` as in :meth:`from_features`; group ids in ``[-1, num_groups)``.
         """
-        cell = labels * num_groups + groups
-        counts = torch.bincount(cell, minlength=num_classes * num_groups).to(dtype).view(num_classes, num_groups)
-        return cls(counts.new_zeros(num_classes, num_groups, 0), counts, _population_weights(counts, population_shares))
+        table = torch.bincount(_cells(labels, groups, num_groups), minlength=num_classes * (num_groups + 1))
+        table = table.to(dtype).view(num_classes, num_groups + 1)
+        counts, unlabelled = table[:, 1:].contiguous(), table[:, 0].contiguous()
+        return cls(
+            counts.new_zeros(num_classes, num_groups, 0),
+            counts,
+            _population_weights(counts, population_shares),
+            counts.new_zeros(num_classes, 0),
+            unlabelled,
+        )
 
     @classmethod
     def from_features(
@@ -85,20 +115,39 @@ class GroupStats:
         num_classes: int,
         num_groups: int,
         population_shares: Tensor | None = None,
+        keep_samples: bool = False,
     ) -> GroupStats:
         """Sum ``features`` (N, D) per (class, group) cell in one ``index_add_``.
 
         ``population_shares`` (K, G): the dataset's pi(a|y); ``None`` means the batch's own shares.
+        Group ids lie in ``[-1, num_groups)``; -1 (unlabelled) is summed per class, outside the cells.
+        ``keep_samples``: also keep references to ``features``, ``labels`` and ``groups`` (see
+        :attr:`Target.uses_samples`).
         """
-        cell = labels * num_groups + groups
         d = features.shape[1]
-        sums = features.new_zeros(num_classes * num_groups, d).index_add_(0, cell, features)
+        table = features.new_zeros(num_classes * (num_groups + 1), d)
+        table = table.index_add_(0, _cells(labels, groups, num_groups), features).view(num_classes, num_groups + 1, d)
         stats = cls.from_counts(labels, groups, num_classes, num_groups, population_shares, dtype=features.dtype)
-        return replace(stats, sums=sums.view(num_classes, num_groups, d))
+        samples = {"features": features, "labels": labels, "groups": groups} if keep_samples else {}
+        return replace(stats, sums=table[:, 1:].contiguous(), unlabelled_sums=table[:, 0].contiguous(), **samples)
 
     def merge(self, other: GroupStats) -> GroupStats:
-        """Statistics of the union of two batches (population weights from ``self``)."""
-        return replace(self, sums=self.sums + other.sums, counts=self.counts + other.counts)
+        """Statistics of the union of two batches (population weights from ``self``; samples if both keep them)."""
+        samples: dict[str, Tensor | None] = {"features": None, "labels": None, "groups": None}
+        if self.features is not None and other.features is not None:
+            samples = {
+                "features": torch.cat([self.features, other.features]),
+                "labels": torch.cat([self.labels, other.labels]),
+                "groups": torch.cat([self.groups, other.groups]),
+            }
+        return replace(
+            self,
+            sums=self.sums + other.sums,
+            counts=self.counts + other.counts,
+            unlabelled_sums=self.unlabelled_sums + other.unlabelled_sums,
+            unlabelled_counts=self.unlabelled_counts + other.unlabelled_counts,
+            **samples,
+        )
 
     @property
     def present(self) -> Tensor:
@@ -110,8 +159,34 @@ class GroupStats:
         return self.sums / self.counts.clamp_min(1).unsqueeze(-1)
 
     @property
+    def unlabelled_means(self) -> Tensor:
+        """(K, D) mean of each class's unlabelled samples; zero where there are none."""
+        return self.unlabelled_sums / self.unlabelled_counts.clamp_min(1).unsqueeze(-1)
+
+    @property
+    def unlabelled_share(self) -> Tensor:
+        """(K,) fraction of each class's samples in the batch that have no group label."""
+        total = self.counts.sum(1) + self.unlabelled_counts
+        return self.unlabelled_counts / total.clamp_min(1)
+
+    @property
     def classes_present(self) -> Tensor:
+        """(K,) classes with at least one group-labelled sample (what group targets can match)."""
         return self.present.any(1)
+
+    @property
+    def classes_sampled(self) -> Tensor:
+        """(K,) classes with at least one sample, labelled or not (what the population target can match)."""
+        return self.classes_present | (self.unlabelled_counts > 0)
+
+
+def _cells(labels: Tensor, groups: Tensor, num_groups: int) -> Tensor:
+    """Row of every sample in a (K, G + 1) table whose column 0 holds the unlabelled (-1) samples.
+
+    Shifting the groups by one keeps -1 out of every group cell: plain ``labels * G + groups`` would put
+    an unlabelled sample of class y into the last group of class y - 1.
+    """
+    return labels * (num_groups + 1) + (groups + 1)
 
 
 def _population_weights(counts: Tensor, population_shares: Tensor | None) -> Tensor:
@@ -136,33 +211,66 @@ class Target:
     name: str = ""
     default_sampling: Sampling = "stratified"
     samplings: tuple[str, ...] = SAMPLINGS
+    #: the statistic is solved from feature vectors, not a weighted mean of group statistics, so it cannot
+    #: be applied as per-sample weights (gradient matching refuses it; see ``Backbone.check_target``)
+    feature_only: bool = False
+    #: matched through :meth:`sample_loss` on per-sample features (real and synthetic), not on class means
+    uses_samples: bool = False
 
     def cell_weights(self, stats: GroupStats) -> Tensor | None:
         """(K, G) weights of the group statistics in the target, or ``None`` if matched per group."""
         raise NotImplementedError
 
+    def unlabelled_weights(self, stats: GroupStats) -> Tensor | None:
+        """(K,) weight of the mean of each class's unlabelled samples in the target; ``None``: not used.
+
+        Group targets leave unlabelled samples out; the population target gives them their share.
+        """
+        return None
+
+    def matched_classes(self, stats: GroupStats) -> Tensor:
+        """(K,) bool: the classes whose target the batch defines (group targets: a labelled sample)."""
+        return stats.classes_present
+
     def sample_weights(self, stats: GroupStats, labels: Tensor, groups: Tensor) -> Tensor | None:
         """(N,) weights ``w(y_i, a_i) / n(y_i, a_i)`` of the batch's samples, or ``None`` if matched per group.
 
-        Within a class they sum to one, and for any per-sample quantity f (features, losses, and so
-        gradients, by linearity) ``sum_i w_i f_i = sum_a w(y, a) mean_{i in (y, a)} f_i``: the
+        Within a matched class they sum to one, and for any per-sample quantity f (features, losses, and
+        so gradients, by linearity) ``sum_i w_i f_i = sum_a w(y, a) mean_{i in (y, a)} f_i``: the
         target's weighted mean of group statistics, computed without splitting the batch by group.
-        ``stats`` must count this very batch.
+        An unlabelled sample (group -1) gets ``u(y_i) / n_u(y_i)`` from :meth:`unlabelled_weights`,
+        or 0 when the target leaves unlabelled samples out. ``stats`` must count this very batch.
         """
         w = self.cell_weights(stats)
         if w is None:
             return None
-        return (w / stats.counts.clamp_min(1))[labels, groups]
+        labelled = groups >= 0
+        # look up a valid cell for every sample (-1 would index the LAST group), then mask
+        per_cell = (w / stats.counts.clamp_min(1))[labels, groups.clamp_min(0)]
+        u = self.unlabelled_weights(stats)
+        if u is None:
+            per_unlabelled = per_cell.new_zeros(())
+        else:
+            per_unlabelled = (u / stats.unlabelled_counts.clamp_min(1))[labels]
+        return torch.where(labelled, per_cell, per_unlabelled)
 
     def statistic(self, stats: GroupStats) -> Tensor:
         """The (K, D) class statistic the synthetic set is pulled to."""
         w = self.cell_weights(stats)
-        return (w.unsqueeze(-1) * stats.means).sum(1)
+        out = (w.unsqueeze(-1) * stats.means).sum(1)
+        u = self.unlabelled_weights(stats)
+        if u is not None:
+            out = out + u.unsqueeze(-1) * stats.unlabelled_means
+        return out
 
     def loss(self, stats: GroupStats, syn: Tensor, distance: Distance) -> Tensor:
-        """Sum over classes present in the real batch of d(target, syn)."""
+        """Sum over the classes the real batch defines a target for (:meth:`matched_classes`) of d(target, syn)."""
         per_class = distance(self.statistic(stats), syn)
-        return (per_class * stats.classes_present).sum()
+        return (per_class * self.matched_classes(stats)).sum()
+
+    def sample_loss(self, stats: GroupStats, syn_features: Tensor) -> Tensor:
+        """Loss of the (K, ipc, D) synthetic features against ``stats`` kept with samples (``uses_samples`` targets)."""
+        raise FairDistillError(f"target {self.name!r} matches class statistics, not per-sample features")
 
 
 TARGETS: Registry[type[Target]] = Registry("target")
@@ -170,11 +278,24 @@ TARGETS: Registry[type[Target]] = Registry("target")
 
 @TARGETS.register("population", "size-weighted mean of group statistics (vanilla matching)")
 class Population(Target):
+    """The class statistic over every sample of the class.
+
+    With unlabelled samples (group -1) in the batch, a share ``u`` of them in class y, the statistic is
+    ``(1 - u) sum_a pi(a|y) m(y, a) + u m_unlabelled(y)``: for a class batch (pi = the batch's shares)
+    that is the plain mean of all the class's samples. Stratified batches hold no unlabelled samples.
+    """
+
     name = "population"
     default_sampling = "class"
 
     def cell_weights(self, stats: GroupStats) -> Tensor:
-        return stats.population_weights
+        return stats.population_weights * (1 - stats.unlabelled_share).unsqueeze(1)
+
+    def unlabelled_weights(self, stats: GroupStats) -> Tensor:
+        return stats.unlabelled_share
+
+    def matched_classes(self, stats: GroupStats) -> Tensor:
+        return stats.classes_sampled
 
 
 @TARGETS.register("barycenter", "uniform mean of the present groups' statistics (COBRA)")
@@ -244,3 +365,7 @@ def resolve_sampling(target: Target, sampling: str | None) -> str:
             f"target {target.name!r} cannot use sampling {sampling!r}; allowed: {', '.join(target.samplings)}"
         )
     return sampling
+
+
+# The generalised barycenter targets register themselves on import (the module needs the classes above).
+from . import barycenters as _barycenters  # noqa: E402, F401

@@ -17,6 +17,7 @@ from ..distances import DISTANCES
 from ..errors import FairDistillError
 from ..models import create_model
 from ..registry import Registry
+from ..targets import Target
 from ..training import init_weights
 
 
@@ -46,6 +47,34 @@ class Backbone:
     distances: Registry = DISTANCES
     default_distance: str = "l2sq"
     embedders: tuple[str, ...] | None = None
+    #: can match targets solved from feature vectors (``Target.feature_only``: the generalised barycenters),
+    #: which have no per-sample weights; gradient matching cannot
+    feature_targets: bool = True
+    #: can match targets on per-sample features (``Target.uses_samples``: bary-w2)
+    sample_targets: bool = False
+
+    @classmethod
+    def supports(cls, target: Target) -> bool:
+        return (cls.feature_targets or not target.feature_only) and (cls.sample_targets or not target.uses_samples)
+
+    @classmethod
+    def check_target(cls, target: Target) -> None:
+        """A clear error, at the start of a run, for a target this backbone cannot match."""
+        if cls.supports(target):
+            return
+        from . import BACKBONES
+
+        able = [b for b in BACKBONES.list() if BACKBONES.get(b).supports(target)]
+        if target.uses_samples and not cls.sample_targets:
+            why = "it matches per-sample feature distributions, not class statistics"
+        else:
+            why = (
+                "it is solved from feature vectors, not a weighted mean of group statistics, so it has no "
+                "per-sample weights to apply to one real gradient"
+            )
+        raise FairDistillError(
+            f"backbone {cls.name!r} cannot use target {target.name!r}: {why}; backbones that can: {', '.join(able)}"
+        )
 
     def distill(
         self,
@@ -69,7 +98,7 @@ def check_methods(methods: Sequence[MethodSpec]) -> None:
 
 
 def check_ipc(dataset: FairDataset, ipc: int) -> None:
-    smallest = int(dataset.counts("train").sum(1).min())
+    smallest = int(dataset.class_counts("train").min())  # every image of the class, group-labelled or not
     if ipc < 1 or ipc > smallest:
         raise FairDistillError(
             f"ipc must lie in [1, {smallest}] (the smallest class of {dataset.name} has {smallest} images), got {ipc}"
@@ -89,7 +118,7 @@ def initial_images(dataset: FairDataset, config: DistillConfig) -> tuple[Tensor,
         g = rng.generator(config.seed, "init-noise")
         images = torch.randn((k * config.ipc, *dataset.train.images.shape[1:]), generator=g)
         return images, labels
-    sampler = RealSampler(dataset.train, k, dataset.num_groups)
+    sampler = RealSampler(dataset.train, k, dataset.num_train_groups)
     idx = sampler.class_batch(config.ipc, rng.generator(config.seed, "init-real"))
     idx = idx[torch.argsort(dataset.train.labels[idx], stable=True)]
     return dataset.train.images[idx].clone(), labels
@@ -109,6 +138,7 @@ def make_network(dataset: FairDataset, config: DistillConfig, *keys: object, dev
 
 def synthetic_meta(dataset: FairDataset, method: MethodSpec, config: DistillConfig) -> dict:
     from ..artifacts import environment
+    from ..data.groups import group_labels_record
 
     return {
         "method": method.to_dict(),
@@ -117,6 +147,8 @@ def synthetic_meta(dataset: FairDataset, method: MethodSpec, config: DistillConf
         "dataset_fingerprint": dataset.fingerprint(),
         "class_names": list(dataset.class_names),
         "group_names": list(dataset.group_names),
+        # training groups that are not the dataset's own (pseudo, noisy or partial labels): what they are
+        **({"group_labels": group_labels_record(dataset)} if dataset.params.get("group_labels") else {}),
         "mean": list(dataset.mean),
         "std": list(dataset.std),
         "dsa_strategy": dataset.dsa_strategy,

@@ -39,7 +39,9 @@ The image learning rate halves at 60%, 80% and 90% of the iterations (published:
 
 Targets act per layer (SPEC section 2): population, barycenter and uniform-sampling are weighted
 means of each layer's group means; group-sync sums one distance per present group per layer, so
-under squared L2 its gradient is |A| times the barycenter's, layer by layer.
+under squared L2 its gradient is |A| times the barycenter's, layer by layer. The generalised
+barycenters (``bary-l1`` ... ``bary-huber``, :mod:`fairdistill.barycenters`) are solved per layer from
+that layer's group means; ``bary-w2`` needs per-sample features and is refused (DM only).
 
 Differences from the published schedule, on purpose: the number of outer steps is DC's schedule for
 the IPC (the published outer loop runs until the network's accuracy on a real query batch ranges
@@ -322,7 +324,7 @@ class CAFE(Backbone):
     ) -> dict[str, SyntheticSet]:
         config.validate()
         check_methods(methods)
-        k, g = dataset.num_classes, dataset.num_groups
+        k, g = dataset.num_classes, dataset.num_train_groups  # the training split's groups (may be pseudo-groups)
         outer, inner = dc_loops(config)
         stop = InnerStop.from_config(config)
         init_x, syn_labels = initial_images(dataset, config)

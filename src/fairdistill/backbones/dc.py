@@ -23,8 +23,12 @@ backward pass of a per-sample-weighted CE: sample i of group a in class c gets w
 ``w(c, a) / n(c, a)`` (:meth:`~fairdistill.targets.Target.sample_weights`). The gradient is
 linear in the per-sample losses, so this is ``sum_a w(c, a)`` times the mean-CE gradient of group a;
 with the barycenter's ``w = 1/|A_c|`` it is the mean of the group gradients (COBRA-DC) at the cost
-of vanilla DC (fact 2). A per-group target (group-sync, FairDD) matches every present group's own
-gradient: a forward and backward per group (on that group's images), one distance term per group.
+of vanilla DC (fact 2). Real samples without a group label (partial labels, group -1) get weight 0
+under group targets and their share of the class under ``population``. A per-group target
+(group-sync, FairDD) matches every present group's own gradient: a forward and backward per group
+(on that group's images), one distance term per group.
+The generalised barycenters (``bary-*``, solved from feature vectors, no cell weights) have no such
+form and are refused when the run starts (:meth:`~fairdistill.backbones.base.Backbone.check_target`).
 
 Lockstep as in DM: real batches, BN batches, DSA transforms and inner-loop shuffles are drawn from
 generators derived from (seed, purpose, iteration, outer step), so a method distilled alone gives
@@ -206,6 +210,8 @@ class DC(Backbone):
     default_distance = "layer-cosine"
     # DC draws a fresh network each iteration and trains it itself (inner loop): no other embedder applies
     embedders = ("random",)
+    # the generalised barycenters have no per-sample weights: one weighted real gradient cannot express them
+    feature_targets = False
 
     def distill(
         self,
@@ -218,7 +224,7 @@ class DC(Backbone):
     ) -> dict[str, SyntheticSet]:
         config.validate()
         check_methods(methods)
-        k, g = dataset.num_classes, dataset.num_groups
+        k, g = dataset.num_classes, dataset.num_train_groups  # the training split's groups (may be pseudo-groups)
         outer, inner = self._loops(config)
         init_x, syn_labels = self._initial_images(dataset, config)
         runs = [self._start(m, config, init_x.to(device)) for m in methods]
@@ -375,10 +381,12 @@ class DC(Backbone):
         weights = run.target.sample_weights(batch.stats, batch.y, batch.a)
         xs, ys, as_ = batch.x.split(batch.sizes), batch.y.split(batch.sizes), batch.a.split(batch.sizes)
         ws = weights.split(batch.sizes) if weights is not None else None
+        # a class the batch defines no target for (e.g. only unlabelled samples under a group target) is skipped
+        matched = run.target.matched_classes(batch.stats).tolist()
         run.optimizer.zero_grad(set_to_none=True)
         total = run.images.new_zeros(())
         for c, n in enumerate(batch.sizes):
-            if n == 0:
+            if n == 0 or not matched[c]:
                 continue
             sl = slice(c * ipc, (c + 1) * ipc)
             x_syn, y_syn = self._class_images(run.images[sl], ctx.syn_labels[sl], ctx)

@@ -7,7 +7,8 @@ Each iteration:
    forward pass and sum the features per (class, group) cell (:class:`GroupStats`);
 3. for each method: embed its synthetic images (same DSA transform per class), take the class
    means, and let the target turn the real statistics into a loss under the distance; one image
-   update.
+   update. A target that matches distributions (``uses_samples``: ``bary-w2``) gets the real
+   per-sample features and the (K, ipc, D) synthetic features instead of the means.
 
 Methods that share the random embedder and the sampling share step 2, which is what makes
 ``compare`` a paired comparison that costs little more than one method. Every draw comes from a
@@ -64,6 +65,7 @@ class DM(Backbone):
     name = "dm"
     distances = DISTANCES
     default_distance = "l2sq"
+    sample_targets = True  # bary-w2: the Sinkhorn loss between synthetic and barycenter feature clouds
 
     def distill(
         self,
@@ -76,7 +78,7 @@ class DM(Backbone):
     ) -> dict[str, SyntheticSet]:
         config.validate()
         check_methods(methods)
-        k, g = dataset.num_classes, dataset.num_groups
+        k, g = dataset.num_classes, dataset.num_train_groups  # the training split's groups (may be pseudo-groups)
         init_x, syn_labels = initial_images(dataset, config)
         syn_labels = syn_labels.to(device)
         runs = [self._start(m, config, init_x.to(device)) for m in methods]
@@ -86,6 +88,8 @@ class DM(Backbone):
         sampler = RealSampler(dataset.train, k, g)
         shares = dataset.group_shares().to(device)
         dsa = DSA(strategy=dataset.dsa_strategy) if config.dsa else None
+        # distribution targets (bary-w2) match per-sample features: keep them with the real statistics
+        keep_samples = any(run.target.uses_samples for run in runs)
 
         for it in range(config.iterations):
             net = make_network(dataset, config, "dm-net", it, device=device)
@@ -117,10 +121,13 @@ class DM(Backbone):
                         k,
                         g,
                         shares if run.sampling == "stratified" else None,
+                        keep_samples,
                     )
-                syn_feat = self._embed(embed_net, run.images, syn_labels, dsa, params)
-                syn_mean = syn_feat.view(k, config.ipc, -1).mean(1)
-                loss = run.target.loss(real_stats[key], syn_mean, run.distance)
+                syn_feat = self._embed(embed_net, run.images, syn_labels, dsa, params).view(k, config.ipc, -1)
+                if run.target.uses_samples:
+                    loss = run.target.sample_loss(real_stats[key], syn_feat)
+                else:
+                    loss = run.target.loss(real_stats[key], syn_feat.mean(1), run.distance)
                 run.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 run.optimizer.step()
@@ -181,7 +188,8 @@ class DM(Backbone):
         k: int,
         g: int,
         shares: Tensor | None,
+        keep_samples: bool = False,
     ) -> GroupStats:
         with torch.no_grad():
             feats = self._embed(net, x, y, dsa, params)
-        return GroupStats.from_features(feats, y, a, k, g, population_shares=shares)
+        return GroupStats.from_features(feats, y, a, k, g, population_shares=shares, keep_samples=keep_samples)

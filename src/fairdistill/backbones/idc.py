@@ -121,14 +121,14 @@ def mixed_initial_images(dataset: FairDataset, config: DistillConfig) -> tuple[T
     check_ipc(dataset, config.ipc)
     k, ipc, f = dataset.num_classes, config.ipc, config.factor
     need = ipc * f * f
-    smallest = int(dataset.counts("train").sum(1).min())
+    smallest = int(dataset.class_counts("train").min())
     if need > smallest:
         raise FairDistillError(
             f"the mixed initialisation needs ipc * factor**2 = {need} real images per class, but the smallest "
             f"class of {dataset.name} has {smallest}; lower ipc or factor, or use init='noise'"
         )
     c, h, w = dataset.train.images.shape[1:]
-    sampler = RealSampler(dataset.train, k, dataset.num_groups)
+    sampler = RealSampler(dataset.train, k, dataset.num_train_groups)
     idx = sampler.class_batch(need, rng.generator(config.seed, "idc-init"))
     idx = idx[torch.argsort(dataset.train.labels[idx], stable=True)]
     real = dataset.train.images[idx].view(k, f * f, ipc, c, h, w)

@@ -15,9 +15,17 @@ from ..errors import FairDistillError
 Split = Literal["train", "test"]
 
 
+#: the group id of a training image whose group label is unknown (partial group labels)
+UNLABELLED = -1
+
+
 @dataclass(frozen=True)
 class FairSplit:
-    """One split: ``images`` (N, C, H, W) float32 in model space, ``labels`` and ``groups`` (N,) int64."""
+    """One split: ``images`` (N, C, H, W) float32 in model space, ``labels`` and ``groups`` (N,) int64.
+
+    A training image may carry group id :data:`UNLABELLED` (-1): its class is known, its group is
+    not (see :mod:`fairdistill.data.groups`). Counts per (class, group) cover the labelled images only.
+    """
 
     images: Tensor
     labels: Tensor
@@ -30,9 +38,19 @@ class FairSplit:
         return FairSplit(self.images[index], self.labels[index], self.groups[index])
 
     def counts(self, num_classes: int, num_groups: int) -> Tensor:
-        """(K, G) int64 table: how many images of each class fall in each group."""
-        flat = self.labels * num_groups + self.groups
-        return torch.bincount(flat, minlength=num_classes * num_groups).view(num_classes, num_groups)
+        """(K, G) int64 table: how many group-labelled images of each class fall in each group."""
+        # unlabelled images (-1) go to an extra column 0 that is dropped, so they never wrap into a group
+        flat = self.labels * (num_groups + 1) + (self.groups + 1)
+        table = torch.bincount(flat, minlength=num_classes * (num_groups + 1)).view(num_classes, num_groups + 1)
+        return table[:, 1:].contiguous()
+
+    def unlabelled_counts(self, num_classes: int) -> Tensor:
+        """(K,) int64: how many images of each class have no group label."""
+        return torch.bincount(self.labels[self.groups == UNLABELLED], minlength=num_classes)
+
+    def class_counts(self, num_classes: int) -> Tensor:
+        """(K,) int64: how many images of each class, labelled or not."""
+        return torch.bincount(self.labels, minlength=num_classes)
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,15 @@ class FairDataset:
     Images are stored normalised (``(pixel - mean) / std`` per channel, pixels in [0, 1]); group ids
     are contiguous in ``[0, len(group_names))``; class and group names are metadata, never inferred.
     ``dsa_strategy`` is the augmentation suited to the data (digits are never flipped).
+
+    Group labels of the *training* split may differ from the true attribute (see
+    :mod:`fairdistill.data.groups`):
+
+    * a training image may have group -1 (:data:`UNLABELLED`): partial group labels;
+    * ``train_group_names``, when set, names the training split's groups, which are then not the
+      true groups but e.g. per-class clusters (``"cluster-0"``, ...). ``group_names`` always names
+      the TRUE groups, which the test split carries and the fairness metrics use.
+      :attr:`num_groups` counts the true groups, :attr:`num_train_groups` the training split's.
     """
 
     name: str
@@ -54,6 +81,7 @@ class FairDataset:
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    train_group_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -65,7 +93,24 @@ class FairDataset:
 
     @property
     def num_groups(self) -> int:
+        """How many true groups (the test split's, the metrics')."""
         return len(self.group_names)
+
+    @property
+    def num_train_groups(self) -> int:
+        """How many groups the training split's ids range over (the true ones unless ``train_group_names``)."""
+        return len(self.group_names_of("train"))
+
+    def group_names_of(self, which: Split) -> tuple[str, ...]:
+        """Names of a split's group ids: ``train_group_names`` for the training split when set, else ``group_names``."""
+        if self.split(which) is self.train and self.train_group_names is not None:
+            return self.train_group_names
+        return self.group_names
+
+    @property
+    def partially_labelled(self) -> bool:
+        """Whether some training image has no group label."""
+        return bool((self.train.groups == UNLABELLED).any())
 
     @property
     def channels(self) -> int:
@@ -81,11 +126,22 @@ class FairDataset:
         return self.train if which == "train" else self.test
 
     def counts(self, which: Split = "train") -> Tensor:
-        """(K, G) table of image counts per (class, group) in a split."""
-        return self.split(which).counts(self.num_classes, self.num_groups)
+        """(K, G) table of group-labelled image counts per (class, group) in a split (G: that split's groups)."""
+        return self.split(which).counts(self.num_classes, len(self.group_names_of(which)))
+
+    def unlabelled_counts(self, which: Split = "train") -> Tensor:
+        """(K,) images per class without a group label (always zero on the test split)."""
+        return self.split(which).unlabelled_counts(self.num_classes)
+
+    def class_counts(self, which: Split = "train") -> Tensor:
+        """(K,) images per class, group-labelled or not."""
+        return self.split(which).class_counts(self.num_classes)
 
     def group_shares(self) -> Tensor:
-        """pi(a | y): (K, G) float, each class row of the train counts normalised to sum to one."""
+        """pi(a | y): (K, G_train) float, each class row of the train counts normalised to sum to one.
+
+        Estimated from the group-labelled training images only.
+        """
         c = self.counts("train").double()
         return (c / c.sum(1, keepdim=True).clamp_min(1)).float()
 
@@ -106,6 +162,8 @@ class FairDataset:
         """Raise :class:`FairDistillError` naming the first problem found."""
         if len(self.mean) != len(self.std):
             raise FairDistillError(f"{self.name}: mean has {len(self.mean)} entries but std {len(self.std)}")
+        if self.train_group_names is not None and len(self.train_group_names) == 0:
+            raise FairDistillError(f"{self.name}: train_group_names is empty")
         for which in ("train", "test"):
             s: FairSplit = getattr(self, which)
             x, y, a = s.images, s.labels, s.groups
@@ -133,14 +191,28 @@ class FairDataset:
                     f"{self.name} {which}: labels outside [0, {self.num_classes}) "
                     f"(found {int(y.min())}..{int(y.max())})"
                 )
-            if int(a.min()) < 0 or int(a.max()) >= self.num_groups:
-                raise FairDistillError(
-                    f"{self.name} {which}: groups outside [0, {self.num_groups}) (found {int(a.min())}..{int(a.max())})"
+            g = len(self.group_names_of("train" if which == "train" else "test"))
+            lowest = UNLABELLED if which == "train" else 0
+            if int(a.min()) < lowest or int(a.max()) >= g:
+                note = (
+                    " (-1, an unknown group, is allowed in the train split only)"
+                    if which == "test"
+                    else " (-1 marks an unknown group)"
                 )
-        empty = (self.counts("train").sum(1) == 0).nonzero().flatten().tolist()
+                raise FairDistillError(
+                    f"{self.name} {which}: groups outside [0, {g}) (found {int(a.min())}..{int(a.max())}){note}"
+                )
+        empty = (self.class_counts("train") == 0).nonzero().flatten().tolist()
         if empty:
             names = ", ".join(self.class_names[i] for i in empty)
             raise FairDistillError(f"{self.name}: no training images for class(es) {names}")
+        unlabelled = (self.counts("train").sum(1) == 0).nonzero().flatten().tolist()
+        if unlabelled:
+            names = ", ".join(self.class_names[i] for i in unlabelled)
+            raise FairDistillError(
+                f"{self.name}: class(es) {names} have no group-labelled training image; "
+                "group statistics need at least one per class"
+            )
 
 
 def normalise_uint8(pixels: Tensor | Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:

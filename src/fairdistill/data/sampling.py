@@ -5,6 +5,10 @@ than one image of each minority group, so group means estimated from it are most
 missing. A *stratified* batch draws the same number from every group of the class (cycling
 through a small group's shuffled images when it has fewer than asked). All draws are vectorised:
 one sort of random keys per batch, no loop over cells.
+
+Training images without a group label (group -1) belong to their class: class batches draw from
+every image of the class, labelled or not; stratified batches draw from the group-labelled images
+only, so an unlabelled image never appears in a stratified batch.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ class RealSampler:
     def __init__(self, split: FairSplit, num_classes: int, num_groups: int) -> None:
         self.num_classes, self.num_groups = num_classes, num_groups
         self.labels, self.groups = split.labels.cpu(), split.groups.cpu()
-        self.cell = self.labels * num_groups + self.groups
-        self.cell_sizes = torch.bincount(self.cell, minlength=num_classes * num_groups)
-        self.class_sizes = self.cell_sizes.view(num_classes, num_groups).sum(1)
+        # an unlabelled image gets the bucket K * G, after every real cell: it sorts last and is never drawn
+        # by a stratified batch (and cannot wrap into the previous class's last group)
+        nocell = num_classes * num_groups
+        self.cell = torch.where(self.groups >= 0, self.labels * num_groups + self.groups, nocell)
+        self.cell_sizes = torch.bincount(self.cell, minlength=nocell + 1)[:nocell]
+        self.class_sizes = torch.bincount(self.labels, minlength=num_classes)
 
     @staticmethod
     def _draw(keys: Tensor, sizes: Tensor, k: Tensor, generator: torch.Generator, cyclic: bool) -> Tensor:
@@ -51,7 +58,7 @@ class RealSampler:
         return self._draw(self.labels, self.class_sizes, k, generator, cyclic=False)
 
     def stratified_batch(self, per_class: int, generator: torch.Generator) -> Tensor:
-        """The same number of indices from every non-empty group of each class.
+        """The same number of indices from every non-empty group of each class (group-labelled images only).
 
         Each present group of class y contributes ``ceil(per_class / G_y)`` images (``G_y``: groups
         with data in class y), cycling through a group's shuffled images when it is smaller.
