@@ -30,9 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     start = time.perf_counter()
-    r = fd.compare(
-        args.dataset, backbone=args.backbone, preset="cpu", baselines=(), device="cpu", lr_img=args.lr_img
-    )
+    r = fd.compare(args.dataset, backbone=args.backbone, preset="cpu", baselines=(), device="cpu", lr_img=args.lr_img)
     headline = {
         name: {k: round(m[k]["mean"], 1) for k in ("acc", "deo_m", "deo_a")} for name, m in r.summary["methods"].items()
     }
