@@ -115,6 +115,47 @@ def test_compare_writes_summary(tmp_path):
         assert word in res.output
 
 
+def test_compare_and_evaluate_on_several_architectures(tmp_path):
+    out = tmp_path / "cmp"
+    tiny = ["--dataset", "digits-fg", "--ipc", "1", "--iterations", "2", "--models", "1", "--epochs", "2"]
+    res = invoke(
+        "compare",
+        *tiny,
+        "--methods",
+        "vanilla,cobra",
+        "--baselines",
+        "random-balanced",
+        "--eval-models",
+        "convnet,alexnet",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_config"]["eval_models"] == ["convnet", "alexnet"]
+    for m in summary["methods"].values():
+        assert list(m["by_model"]) == ["convnet", "alexnet"]
+        assert m["acc"] == m["by_model"]["convnet"]["acc"]  # the top level is the first architecture
+    assert "convnet ·" in res.output and "alexnet ·" in res.output  # one table per architecture
+    record = json.loads((out / "cobra" / "record.json").read_text())
+    assert set(record["by_model"]) == {"convnet", "alexnet"}
+    res = invoke(
+        "evaluate",
+        str(out / "cobra"),
+        *("--models", "1", "--epochs", "2", "--eval-models", "alexnet,convnet", "--device", "cpu", "--quiet"),
+        *("--out", str(tmp_path / "eval.json")),
+    )
+    assert res.exit_code == 0, res.output
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert ev["model"] == "alexnet" and list(ev["by_model"]) == ["alexnet", "convnet"]
+    assert ev["by_model"]["convnet"]["acc"] == summary["methods"]["cobra"]["by_model"]["convnet"]["acc"]
+    res = invoke("evaluate", str(out / "cobra"), "--eval-models", "convnet,lenet", "--device", "cpu", "--quiet")
+    assert res.exit_code == 2 and "unknown model 'lenet'" in res.output
+
+
 def test_listing_commands():
     res = invoke("datasets")
     assert res.exit_code == 0 and "cmnist-fg-mini" in res.output and "digits-fg" in res.output

@@ -1,5 +1,6 @@
 """Evaluation: baselines pick what they promise; training is seeded; metrics reach the record."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,3 +69,45 @@ def test_evaluation_rejects_bad_images(digits, cpu):
         evaluate_images(bad, torch.zeros(4, dtype=torch.long), digits, cfg, device=cpu)
     with pytest.raises(FairDistillError, match="num_models"):
         evaluate_images(bad, torch.zeros(4, dtype=torch.long), digits, EvalConfig(num_models=0), device=cpu)
+
+
+def test_cross_architecture_keeps_convnet_numbers(digits, cpu):
+    from dataclasses import replace
+
+    idx = baseline_indices("random-balanced", digits, 2, seed=0)
+    x, y = digits.train.images[idx], digits.train.labels[idx]
+    cfg = EvalConfig(num_models=2, epochs=2, model_kwargs={"width": 8}, dsa=False)
+    alone = evaluate_images(x, y, digits, cfg, device=cpu)
+    assert alone.model == "convnet" and alone.by_model == {}
+    calls = []
+    both_cfg = replace(cfg, eval_models=("convnet", "alexnet"), arch_kwargs={"alexnet": {"width": 8}})
+    both = evaluate_images(x, y, digits, both_cfg, device=cpu, callback=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert list(both.by_model) == ["convnet", "alexnet"]
+    conv = both.by_model["convnet"]
+    assert conv.seeds == alone.seeds
+    for a, b in zip(conv.reports, alone.reports, strict=True):
+        assert a.acc == b.acc and a.deo_m == b.deo_m
+    # the top level is the first architecture's
+    assert both.model == "convnet"
+    np.testing.assert_equal(both.aggregate(), alone.aggregate())  # NaN (an unpredicted class) equals NaN
+    assert set(both.by_model["alexnet"].seeds).isdisjoint(alone.seeds)
+    assert set(both.aggregates()) == {"convnet", "alexnet"}
+    d = both.to_dict()
+    assert set(d["by_model"]) == {"convnet", "alexnet"} and d["model"] == "convnet"
+    assert len(d["by_model"]["alexnet"]["models"]) == 2
+    # the headline is whichever architecture comes first
+    first = evaluate_images(x, y, digits, replace(both_cfg, eval_models=("alexnet", "convnet")), device=cpu)
+    assert first.model == "alexnet"
+    np.testing.assert_equal(first.aggregate(), both.by_model["alexnet"].aggregate())
+
+
+def test_eval_models_are_checked():
+    with pytest.raises(FairDistillError, match="unknown model 'lenet'"):
+        EvalConfig(eval_models=("convnet", "lenet")).validate()
+    with pytest.raises(FairDistillError, match="unique"):
+        EvalConfig(eval_models=("alexnet", "alexnet")).validate()
+    cfg = EvalConfig(model_kwargs={"width": 32}, arch_kwargs={"vgg11": {"width": 16}})
+    assert cfg.architectures() == ("convnet",)
+    assert cfg.kwargs_for("convnet") == {"width": 32} and cfg.kwargs_for("vgg11") == {"width": 16}
+    assert cfg.kwargs_for("resnet18") == {}

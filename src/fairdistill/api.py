@@ -101,6 +101,10 @@ def distill(
     return synset
 
 
+def _names(names: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if names is None else tuple(names)
+
+
 def _override(config: Any, **values: Any) -> Any:
     values = {k: v for k, v in values.items() if v is not None}
     known = set(config.__dataclass_fields__)
@@ -130,11 +134,15 @@ def evaluate(
     device: str | torch.device | None = None,
     out: str | Path | None = None,
     progress: Progress | None = None,
+    eval_models: Sequence[str] | None = None,
 ) -> EvalResult:
     """Train fresh networks on a synthetic set and report ACC / DEO_M / DEO_A / ... on the real test set.
 
     The dataset defaults to the one the set was distilled from; the evaluation settings to the
     profile of ``preset`` (or of the device). With ``out``, the result is written there as JSON.
+    ``eval_models`` (e.g. ``["convnet", "alexnet", "vgg11", "resnet18"]``) trains ``num_models``
+    networks of each architecture: ``result.by_model`` holds each one's result, the top level
+    is the first one's (see :func:`fairdistill.evaluate.evaluate_images`).
     """
     dev = resolve_device(device)
     synset = synthetic if isinstance(synthetic, SyntheticSet) else load_synthetic(synthetic)
@@ -150,7 +158,9 @@ def evaluate(
     profile = resolve_preset(preset, device=dev).profile if preset else default_profile(dev)
     backbone = synset.meta.get("method", {}).get("backbone", DEFAULT_BACKBONE)
     _, ecfg = profile_configs(profile, synset.ipc, seed, backbone)
-    ecfg = _override(ecfg, num_models=num_models, epochs=epochs, empty_cells=empty_cells)
+    ecfg = _override(
+        ecfg, num_models=num_models, epochs=epochs, empty_cells=empty_cells, eval_models=_names(eval_models)
+    )
     cb = (lambda d, t: progress("evaluate", d, t)) if progress else None
     result = evaluate_images(synset.images, synset.labels, data, ecfg, device=dev, callback=cb)
     if out is not None:
@@ -198,6 +208,7 @@ def compare(
     group_label_fraction: float | None = None,
     group_label_noise: float | None = None,
     groups: str | None = None,
+    eval_models: Sequence[str] | None = None,
     **overrides: Any,
 ) -> CompareResult:
     """Distil ``methods`` in lockstep and evaluate them beside the ``baselines``, all at ``ipc``.
@@ -214,6 +225,10 @@ def compare(
     transformed training groups (pseudo-groups, noisy labels, the labelled images), as a user without
     the true groups would; ``random`` and ``full`` do not use groups. Evaluation always uses the
     true test groups. ``summary["group_labels"]`` records what was done (``None``: the true groups).
+
+    ``eval_models`` evaluates every set on several architectures (``num_models`` networks each):
+    ``summary["methods"][name]`` then holds the first architecture's numbers at its top level and
+    ``["by_model"][arch]`` each architecture's.
     """
     dev = resolve_device(device)
     parse_groups(groups)  # a bad spelling fails before any work
@@ -226,7 +241,7 @@ def compare(
         raise FairDistillError("method and baseline names must be unique")
     dcfg, ecfg = profile_configs(profile, ipc, seed, backbone)
     dcfg = _override(dcfg, iterations=iterations, **overrides)
-    ecfg = _override(ecfg, num_models=num_models, epochs=epochs)
+    ecfg = _override(ecfg, num_models=num_models, epochs=epochs, eval_models=_names(eval_models))
     data = _dataset(dataset, data_root)
     start = time.perf_counter()
     data, group_record = apply_group_options(
@@ -267,7 +282,11 @@ def compare(
         "seed": seed,
         "device": str(dev),
         "methods": {
-            name: {**{k: v for k, v in r.aggregate().items()}, "kind": "distilled" if name in synthetic else "baseline"}
+            name: {
+                **{k: v for k, v in r.aggregate().items()},
+                "kind": "distilled" if name in synthetic else "baseline",
+                **({"by_model": r.aggregates()} if r.by_model else {}),
+            }
             for name, r in results.items()
         },
         "distill_config": dcfg.to_dict(),

@@ -36,6 +36,14 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cud
 ModelsOpt = Annotated[int | None, typer.Option("--models", help="Evaluation models per set (default: the preset's).")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Evaluation training epochs (default: the preset's).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+EvalModelsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--eval-models",
+        help="Comma-separated architectures to evaluate with, --models networks each, e.g. "
+        "convnet,alexnet,vgg11,resnet18 (default: the preset's ConvNet). The first one is the headline.",
+    ),
+]
 GroupFractionOpt = Annotated[
     float | None,
     typer.Option(
@@ -182,6 +190,7 @@ def evaluate(
     empty_cells: Annotated[str | None, typer.Option("--empty-cells", help="ignore (default) or zero.")] = None,
     device: DeviceOpt = "auto",
     out: Annotated[Path | None, typer.Option("--out", help="JSON file for the results.")] = None,
+    eval_models: EvalModelsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train fresh networks on a saved synthetic set and print ACC / DEO_M / DEO_A."""
@@ -200,8 +209,10 @@ def evaluate(
             device=device,
             out=out,
             progress=hook,
+            eval_models=_split(eval_models) if eval_models else None,
         )
-    _print_table({synthetic.name: result.aggregate()}, title=f"{len(result.reports)} evaluation model(s)")
+    title = f"{len(result.reports)} evaluation model(s)"
+    _print_by_model({synthetic.name: {**result.aggregate(), "by_model": result.aggregates()}}, title=title)
 
 
 @app.command()
@@ -226,6 +237,7 @@ def compare(
     group_label_fraction: GroupFractionOpt = None,
     group_label_noise: GroupNoiseOpt = None,
     groups: GroupsOpt = None,
+    eval_models: EvalModelsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Distil several methods in lockstep, evaluate them beside the baselines, write summary.json."""
@@ -250,14 +262,25 @@ def compare(
             group_label_fraction=group_label_fraction,
             group_label_noise=group_label_noise,
             groups=groups,
+            eval_models=_split(eval_models) if eval_models else None,
         )
     s = result.summary
     title = (
         f"{s['dataset']} · {s['backbone']} · ipc {s['ipc']} · preset {s['preset']} · "
         f"{s['eval_config']['num_models']} model(s) · mean ± std, %"
     )
-    _print_table(s["methods"], title=title)
+    _print_by_model(s["methods"], title=title)
     out_console.print(f"wrote {out / 'summary.json'}", highlight=False)
+
+
+def _print_by_model(rows: dict[str, dict], title: str) -> None:
+    """One table, or one per architecture when the rows hold several (``row["by_model"]``)."""
+    archs = next(iter(rows.values()), {}).get("by_model", {})
+    if len(archs) <= 1:
+        _print_table(rows, title=title)
+        return
+    for arch in archs:
+        _print_table({name: m["by_model"][arch] for name, m in rows.items()}, title=f"{arch} · {title}")
 
 
 def _print_table(rows: dict[str, dict], title: str) -> None:
@@ -269,6 +292,31 @@ def _print_table(rows: dict[str, dict], title: str) -> None:
     for name, m in rows.items():
         table.add_row(name, *(format_mean_std(m[k]) for k in ("acc", "deo_m", "deo_a", "worst_group_acc")))
     out_console.print(table)
+
+
+@app.command()
+def export(
+    synthetic: Annotated[Path, typer.Argument(help="A synthetic.safetensors file or the folder holding it.")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="dc-pt: one .pt file, a dict whose 'data' lists one (images, labels) pair (the DC/DSA/DM "
+            "layout); tensor: a folder with images.pt + labels.pt (DD-Ranking); png: a folder of <class>/<index>.png.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="dc-pt: a .pt file (or a folder); tensor and png: a folder.")],
+) -> None:
+    """Export a saved synthetic set for other dataset-distillation tools."""
+    from .artifacts import load_synthetic
+    from .export import export_synthetic
+
+    with _user_errors():
+        synset = load_synthetic(synthetic)
+        written = export_synthetic(synset, out, fmt)
+    out_console.print(
+        f"exported {synset.images.shape[0]} images as {fmt}: {len(written)} file(s) -> {out}", highlight=False
+    )
 
 
 datasets_app = typer.Typer(help="List the dataset keys, or show one dataset's (class x group) counts.")

@@ -140,10 +140,29 @@ class EvalConfig:
     dsa: bool = True
     empty_cells: str = "ignore"
     seed: int = 0
+    # cross-architecture evaluation: train num_models networks of each of these (empty: just ``model``);
+    # ``model_kwargs`` configure ``model``, ``arch_kwargs[name]`` any architecture (e.g. a smaller width)
+    eval_models: tuple[str, ...] = ()
+    arch_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def architectures(self) -> tuple[str, ...]:
+        """The architectures evaluated, the headline one (reported at the top level) first."""
+        return tuple(self.eval_models) or (self.model,)
+
+    def kwargs_for(self, name: str) -> dict[str, Any]:
+        """Constructor knobs of architecture ``name``."""
+        base = self.model_kwargs if name == self.model else {}
+        return {**base, **self.arch_kwargs.get(name, {})}
 
     def validate(self) -> EvalConfig:
+        from .models import MODELS
+
         if self.num_models < 1:
             raise FairDistillError(f"num_models must be >= 1, got {self.num_models}")
+        for name in (*self.architectures(), *self.arch_kwargs):
+            MODELS.get(name)
+        if len(set(self.architectures())) != len(self.architectures()):
+            raise FairDistillError(f"evaluation models must be unique, got {', '.join(self.architectures())}")
         if self.epochs < 1 or self.full_epochs < 1:
             raise FairDistillError("evaluation epochs must be >= 1")
         if self.empty_cells not in ("ignore", "zero"):

@@ -40,6 +40,17 @@ class EvalResult:
     seeds: list[int]
     seconds: float
     extra: dict = field(default_factory=dict)
+    #: the architecture of ``reports`` (the headline one when several were evaluated)
+    model: str = ""
+    #: every architecture's own result, headline first, when several were evaluated (else empty);
+    #: ``reports`` / ``seeds`` / ``aggregate()`` are then the headline's and ``seconds`` the total
+    by_model: dict[str, EvalResult] = field(default_factory=dict)
+
+    def aggregates(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Architecture -> :meth:`aggregate` of its models (one entry when one architecture was evaluated)."""
+        if self.by_model:
+            return {name: r.aggregate() for name, r in self.by_model.items()}
+        return {self.model: self.aggregate()}
 
     def aggregate(self) -> dict[str, dict[str, float]]:
         out = {}
@@ -58,8 +69,21 @@ class EvalResult:
             "models": [{"seed": s, **r.to_dict()} for s, r in zip(self.seeds, self.reports, strict=True)],
             "tpr_mean": self.mean_tpr(),
             "seconds": self.seconds,
+            "model": self.model,
+            **({"by_model": {name: r.to_dict() for name, r in self.by_model.items()}} if self.by_model else {}),
             **self.extra,
         }
+
+
+def eval_seed(config: EvalConfig, arch: str, index: int) -> int:
+    """Seed of evaluation model ``index`` of architecture ``arch``.
+
+    ``config.model`` keeps the key it always had, ("eval", index), so adding architectures changes
+    none of its numbers; any other architecture gets ("eval", arch, index).
+    """
+    if arch == config.model:
+        return rng.derive_seed(config.seed, "eval", index)
+    return rng.derive_seed(config.seed, "eval", arch, index)
 
 
 def evaluate_images(
@@ -74,8 +98,10 @@ def evaluate_images(
 ) -> EvalResult:
     """Train ``config.num_models`` networks on (images, labels) and report fairness metrics on the test set.
 
-    Model ``j`` is initialised and shuffled from ``derive_seed(config.seed, "eval", j)``, the same for
-    every training set, so methods are compared on paired models.
+    Model ``j`` is initialised and shuffled from :func:`eval_seed`, the same for every training set,
+    so methods are compared on paired models. With several architectures (``config.eval_models``),
+    ``num_models`` networks of each are trained; the result's top level is the first architecture's
+    and ``by_model`` holds each one's.
     """
     config.validate()
     if images.ndim != 4 or images.shape[1:] != dataset.train.images.shape[1:]:
@@ -86,6 +112,33 @@ def evaluate_images(
         raise FairDistillError(f"need as many labels as images (got {images.shape[0]} and {labels.shape[0]})")
     if not torch.isfinite(images).all():
         raise FairDistillError("training images contain NaN or infinite values")
+    archs = config.architectures()
+    total = config.num_models * len(archs)
+    results: dict[str, EvalResult] = {}
+    for i, arch in enumerate(archs):
+        offset = i * config.num_models
+        cb = None if callback is None else (lambda done, _, offset=offset: callback(offset + done, total))
+        results[arch] = _evaluate_architecture(
+            images, labels, dataset, config, arch, device=device, epochs=epochs, callback=cb
+        )
+    head = results[archs[0]]
+    if len(archs) == 1:
+        return head
+    seconds = sum(r.seconds for r in results.values())
+    return EvalResult(head.reports, head.seeds, seconds, model=head.model, by_model=results)
+
+
+def _evaluate_architecture(
+    images: Tensor,
+    labels: Tensor,
+    dataset: FairDataset,
+    config: EvalConfig,
+    arch: str,
+    *,
+    device: torch.device,
+    epochs: int | None,
+    callback: ModelCallback | None,
+) -> EvalResult:
     start = time.perf_counter()
     x, y = images.detach().to(device), labels.to(device)
     test_x, test_y, test_a = dataset.test.images.to(device), dataset.test.labels, dataset.test.groups
@@ -95,14 +148,14 @@ def evaluate_images(
     )
     reports, seeds = [], []
     for j in range(config.num_models):
-        seed = rng.derive_seed(config.seed, "eval", j)
+        seed = eval_seed(config, arch, j)
         gen = torch.Generator().manual_seed(seed)
         model = create_model(
-            config.model,
+            arch,
             channels=dataset.channels,
             num_classes=dataset.num_classes,
             image_size=dataset.image_size,
-            **config.model_kwargs,
+            **config.kwargs_for(arch),
         )
         model = init_weights(model, gen).to(device)
         train(model, x, y, epochs=epochs or config.epochs, generator=gen, sgd=sgd, dsa=dsa)
@@ -122,7 +175,7 @@ def evaluate_images(
         seeds.append(seed)
         if callback is not None:
             callback(j + 1, config.num_models)
-    return EvalResult(reports, seeds, time.perf_counter() - start)
+    return EvalResult(reports, seeds, time.perf_counter() - start, model=arch)
 
 
 # ---- baselines ---------------------------------------------------------------------------------

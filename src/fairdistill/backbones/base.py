@@ -153,5 +153,7 @@ def synthetic_meta(dataset: FairDataset, method: MethodSpec, config: DistillConf
         "std": list(dataset.std),
         "dsa_strategy": dataset.dsa_strategy,
         "ipc": config.ipc,
+        "seed": config.seed,
+        "preset": None,  # the preset's name, filled in by the API when a preset made the set
         "environment": environment(),
     }
