@@ -55,6 +55,17 @@ GroupsOpt = Annotated[
         "The test split always keeps the true groups.",
     ),
 ]
+CheckpointOpt = Annotated[
+    int,
+    typer.Option(
+        "--checkpoint-every",
+        help="Save the distillation state to OUT/checkpoint/ every N iterations and at the end (0: never).",
+    ),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue an interrupted run from what OUT holds (same settings required)."),
+]
 
 
 @contextmanager
@@ -137,6 +148,8 @@ def distill(
     group_label_fraction: GroupFractionOpt = None,
     group_label_noise: GroupNoiseOpt = None,
     groups: GroupsOpt = None,
+    checkpoint_every: CheckpointOpt = 50,
+    resume: ResumeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Distil one synthetic set; writes synthetic.safetensors, record.json and grid.png into --out."""
@@ -161,6 +174,8 @@ def distill(
             group_label_fraction=group_label_fraction,
             group_label_noise=group_label_noise,
             groups=groups,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
         )
     m = synset.meta["method"]
     out_console.print(
@@ -182,6 +197,10 @@ def evaluate(
     empty_cells: Annotated[str | None, typer.Option("--empty-cells", help="ignore (default) or zero.")] = None,
     device: DeviceOpt = "auto",
     out: Annotated[Path | None, typer.Option("--out", help="JSON file for the results.")] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Skip the models an interrupted run with this --out already finished."),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train fresh networks on a saved synthetic set and print ACC / DEO_M / DEO_A."""
@@ -200,6 +219,7 @@ def evaluate(
             device=device,
             out=out,
             progress=hook,
+            resume=resume,
         )
     _print_table({synthetic.name: result.aggregate()}, title=f"{len(result.reports)} evaluation model(s)")
 
@@ -226,6 +246,8 @@ def compare(
     group_label_fraction: GroupFractionOpt = None,
     group_label_noise: GroupNoiseOpt = None,
     groups: GroupsOpt = None,
+    checkpoint_every: CheckpointOpt = 50,
+    resume: ResumeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Distil several methods in lockstep, evaluate them beside the baselines, write summary.json."""
@@ -250,6 +272,8 @@ def compare(
             group_label_fraction=group_label_fraction,
             group_label_noise=group_label_noise,
             groups=groups,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
         )
     s = result.summary
     title = (

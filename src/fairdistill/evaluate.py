@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +30,8 @@ HEADLINE = ("acc", "deo_m", "deo_a", "worst_group_acc", "suff_m", "suff_a")
 
 #: called after each evaluation model with (models done, total)
 ModelCallback = Callable[[int, int], None]
+#: called when evaluation model ``index`` has been trained and tested: (index, seed, report)
+ModelDone = Callable[[int, int, FairnessReport], None]
 
 
 @dataclass
@@ -71,11 +73,15 @@ def evaluate_images(
     device: torch.device,
     epochs: int | None = None,
     callback: ModelCallback | None = None,
+    done: Mapping[int, FairnessReport] | None = None,
+    on_model: ModelDone | None = None,
 ) -> EvalResult:
     """Train ``config.num_models`` networks on (images, labels) and report fairness metrics on the test set.
 
     Model ``j`` is initialised and shuffled from ``derive_seed(config.seed, "eval", j)``, the same for
-    every training set, so methods are compared on paired models.
+    every training set, so methods are compared on paired models. ``done``: reports of models already
+    evaluated (an interrupted sweep), reused instead of retrained; since each model depends on its
+    index only, the result equals an uninterrupted sweep. ``on_model`` hears of each newly trained model.
     """
     config.validate()
     if images.ndim != 4 or images.shape[1:] != dataset.train.images.shape[1:]:
@@ -96,6 +102,12 @@ def evaluate_images(
     reports, seeds = [], []
     for j in range(config.num_models):
         seed = rng.derive_seed(config.seed, "eval", j)
+        if done is not None and j in done:  # finished before an interruption
+            reports.append(done[j])
+            seeds.append(seed)
+            if callback is not None:
+                callback(j + 1, config.num_models)
+            continue
         gen = torch.Generator().manual_seed(seed)
         model = create_model(
             config.model,
@@ -120,6 +132,8 @@ def evaluate_images(
             )
         )
         seeds.append(seed)
+        if on_model is not None:
+            on_model(j, seed, reports[-1])
         if callback is not None:
             callback(j + 1, config.num_models)
     return EvalResult(reports, seeds, time.perf_counter() - start)
