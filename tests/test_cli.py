@@ -31,6 +31,8 @@ def invoke(*args):
         (["compare", "--dataset", "digits-fg", "--preset", "tpu"], "unknown profile 'tpu'; allowed: cpu, gpu"),
         (["evaluate", "/no/such/set.safetensors"], "synthetic set not found"),
         (["distill", "--dataset", "digits-fg", "--device", "cuda:x"], "unknown device"),
+        (["distill", "--dataset", "digits-fg", "--out", "/no/such/run", "--resume"], "no checkpoint to resume from"),
+        (["evaluate", "/no/such/set.safetensors", "--resume"], "need an output folder"),
     ],
 )
 def test_user_errors_are_one_line(args, message):
@@ -70,6 +72,7 @@ def test_distill_then_evaluate(tmp_path):
     assert res.exit_code == 0, res.output
     for name in ("synthetic.safetensors", "record.json", "grid.png"):
         assert (out / name).is_file()
+    assert (out / "checkpoint" / "distill.safetensors").is_file()  # --checkpoint-every 50: the last iteration
     record = json.loads((out / "record.json").read_text())
     assert record["synthetic"]["method"] == {
         "name": "cobra",

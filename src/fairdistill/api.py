@@ -16,7 +16,19 @@ from typing import Any
 import torch
 
 from .artifacts import SyntheticSet, environment, load_synthetic, save_grid, save_synthetic, write_json
-from .backbones import get_backbone
+from .backbones import IterationCallback, IterationState, get_backbone
+from .checkpoint import (
+    DISTILL_FILE,
+    DistillState,
+    EvalSweep,
+    checkpoint_dir,
+    load_checkpoint,
+    partial_name,
+    remove_stale_temporaries,
+    save_checkpoint,
+    tensor_hash,
+)
+from .config import DistillConfig, EvalConfig, MethodSpec
 from .data import FairDataset, load_dataset
 from .data.groups import apply_group_options, parse_groups
 from .errors import FairDistillError, unknown_name
@@ -30,6 +42,7 @@ from .presets import (
     profile_configs,
     resolve_preset,
 )
+from .record import PhaseTimer, model_rows, run_record
 from .runtime import resolve_device
 
 log = logging.getLogger("fairdistill")
@@ -62,6 +75,8 @@ def distill(
     group_label_fraction: float | None = None,
     group_label_noise: float | None = None,
     groups: str | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
     **overrides: Any,
 ) -> SyntheticSet:
     """Distil one synthetic set.
@@ -77,32 +92,117 @@ def distill(
     the true groups): ``groups`` = ``infer:kmeans[:K]`` or ``infer:dbscan`` replaces them by per-class
     clusters, then ``group_label_noise`` flips that share of them, then ``group_label_fraction`` keeps
     that share (the rest unlabelled). What was done is in ``meta["group_labels"]``.
+
+    Resuming (needs ``out``): ``checkpoint_every=N`` saves the run's state to
+    ``out/checkpoint/distill.safetensors`` every N iterations and after the last one; ``resume=True``
+    continues from that checkpoint (refused if it was written with other settings) and gives the
+    same synthetic set, bit for bit on the same device, as a run that was never interrupted.
     """
+    timer = PhaseTimer()
     dev = resolve_device(device)
     parse_groups(groups)  # a bad spelling fails before any work
+    _check_resume_options(out, checkpoint_every, resume)
     p = resolve_preset(preset, ipc=ipc, seed=seed, device=dev, backbone=backbone)
     knobs = {"target": target, "distance": distance, "embedder": embedder, "sampling": sampling}
     method = replace(p.method, **{k: v for k, v in knobs.items() if v is not None}).resolved().validate()
     config = _override(p.distill, iterations=iterations, **overrides)
-    data = _dataset(dataset, data_root)
-    data, group_record = apply_group_options(
-        data, groups=groups, noise=group_label_noise, fraction=group_label_fraction, seed=seed, device=dev
-    )
+    with timer.phase("load data"):
+        data = _dataset(dataset, data_root)
+        data, group_record = apply_group_options(
+            data, groups=groups, noise=group_label_noise, fraction=group_label_fraction, seed=seed, device=dev
+        )
+    identity = distill_identity(method.backbone, data, config, [method])
+    ckpt = _Checkpoints(out, identity, checkpoint_every, resume, dev)
     start = time.perf_counter()
-    cb = (lambda st: progress("distill", st.done, st.total)) if progress else None
-    synset = get_backbone(method.backbone).distill(data, [method], config, device=dev, callback=cb)[method.name]
+    cb = ckpt.callback(progress)
+    sets = get_backbone(method.backbone).distill(data, [method], config, device=dev, callback=cb, resume=ckpt.state)
+    synset = sets[method.name]
     synset.meta["preset"] = p.name
     if group_record is not None:
         synset.meta["group_labels"] = group_record
     seconds = time.perf_counter() - start
+    timer.add("distill", seconds)
     synset.meta["seconds"] = seconds
     if out is not None:
-        _write_method(Path(out), synset, data, record={"command": "distill", "preset": p.name, "seconds": seconds})
+        resolved = {
+            "command": "distill",
+            "preset": p.name,
+            **identity,
+            "seed": seed,
+            "group_options": _group_options(groups, group_label_noise, group_label_fraction),
+        }
+        record = {"command": "distill", "preset": p.name, "seconds": seconds, **ckpt.record()}
+        _write_method(Path(out), synset, data, record, timer=timer, resolved=resolved, device=dev)
     return synset
 
 
 def _names(names: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if names is None else tuple(names)
+
+
+def distill_identity(
+    backbone: str, data: FairDataset, config: DistillConfig, methods: Sequence[MethodSpec]
+) -> dict[str, Any]:
+    """What determines a distillation's result (besides the device): a checkpoint must match it to be resumed."""
+    return {
+        "backbone": backbone,
+        "dataset": data.name,
+        "dataset_fingerprint": data.fingerprint(),
+        "methods": [m.resolved().to_dict() for m in methods],
+        "distill_config": config.to_dict(),
+    }
+
+
+def _group_options(groups: str | None, noise: float | None, fraction: float | None) -> dict[str, Any]:
+    return {"groups": groups, "group_label_noise": noise, "group_label_fraction": fraction}
+
+
+def _check_resume_options(out: str | Path | None, checkpoint_every: int, resume: bool) -> None:
+    if checkpoint_every < 0:
+        raise FairDistillError(f"checkpoint_every must be >= 0 (0: no checkpoints), got {checkpoint_every}")
+    if out is None and (checkpoint_every or resume):
+        raise FairDistillError("checkpoints and --resume need an output folder (--out)")
+
+
+class _Checkpoints:
+    """Saving distillation checkpoints every N iterations into ``out/checkpoint/``, and loading one to resume."""
+
+    def __init__(
+        self, out: str | Path | None, identity: dict[str, Any], every: int, resume: bool, device: torch.device
+    ) -> None:
+        self.path = None if out is None else checkpoint_dir(out) / DISTILL_FILE
+        self.identity, self.every, self.device = identity, every, device
+        self.state: DistillState | None = None
+        self.saved = 0
+        if self.path is None:
+            return
+        remove_stale_temporaries(self.path.parent)  # left behind by a run killed while writing
+        if resume:
+            self.state, _ = load_checkpoint(self.path, identity)
+            log.info("resuming %s at iteration %d", self.path, self.state.done)
+        elif every and self.path.is_file():
+            log.warning("%s exists and will be overwritten (pass --resume to continue it instead)", self.path)
+
+    def callback(self, progress: Progress | None) -> IterationCallback | None:
+        if progress is None and not self.every:
+            return None
+
+        def hook(st: IterationState) -> None:
+            if progress is not None:
+                progress("distill", st.done, st.total)
+            if self.every and self.path is not None and st.snapshot is not None:
+                if st.done % self.every == 0 or st.done == st.total:
+                    save_checkpoint(self.path, st.snapshot(), self.identity, total=st.total, device=str(self.device))
+                    self.saved += 1
+
+        return hook
+
+    def record(self) -> dict[str, Any]:
+        """What the run record says about checkpoints."""
+        return {
+            "resumed_from_iteration": None if self.state is None else self.state.done,
+            "checkpoint": None if self.path is None or not self.every else {"path": self.path, "every": self.every},
+        }
 
 
 def _override(config: Any, **values: Any) -> Any:
@@ -114,10 +214,24 @@ def _override(config: Any, **values: Any) -> Any:
     return replace(config, **values).validate()
 
 
-def _write_method(folder: Path, synset: SyntheticSet, data: FairDataset, record: dict[str, Any]) -> None:
+def _write_method(
+    folder: Path,
+    synset: SyntheticSet,
+    data: FairDataset,
+    record: dict[str, Any],
+    *,
+    timer: PhaseTimer | None = None,
+    resolved: dict[str, Any] | None = None,
+    device: torch.device | None = None,
+) -> None:
+    start = time.perf_counter()
     save_synthetic(synset, folder)
     save_grid(synset.to_pixels(), folder / "grid.png", per_row=synset.ipc)
-    write_json(folder / "record.json", {**record, "synthetic": synset.meta, "environment": environment()})
+    if timer is not None:
+        timer.add("write", time.perf_counter() - start)
+    if resolved is not None:
+        record = {**record, **run_record(resolved, timer.seconds if timer is not None else {})}
+    write_json(folder / "record.json", {**record, "synthetic": synset.meta, "environment": environment(device)})
 
 
 # ---- evaluate ----------------------------------------------------------------------------------
@@ -135,21 +249,27 @@ def evaluate(
     out: str | Path | None = None,
     progress: Progress | None = None,
     eval_models: Sequence[str] | None = None,
+    resume: bool = False,
 ) -> EvalResult:
     """Train fresh networks on a synthetic set and report ACC / DEO_M / DEO_A / ... on the real test set.
 
     The dataset defaults to the one the set was distilled from; the evaluation settings to the
-    profile of ``preset`` (or of the device). With ``out``, the result is written there as JSON.
+    profile of ``preset`` (or of the device). With ``out``, the result is written there as JSON, and
+    each finished model's row goes to ``<out stem>.partial.json`` as it finishes; ``resume=True``
+    skips the models listed there (refused if they were evaluated with other settings).
     ``eval_models`` (e.g. ``["convnet", "alexnet", "vgg11", "resnet18"]``) trains ``num_models``
     networks of each architecture: ``result.by_model`` holds each one's result, the top level
     is the first one's (see :func:`fairdistill.evaluate.evaluate_images`).
     """
+    timer = PhaseTimer()
     dev = resolve_device(device)
-    synset = synthetic if isinstance(synthetic, SyntheticSet) else load_synthetic(synthetic)
-    name = dataset if dataset is not None else synset.meta.get("dataset")
-    if name is None:
-        raise FairDistillError("the synthetic set does not say which dataset it came from; pass --dataset")
-    data = _dataset(name, data_root)
+    _check_resume_options(out, 0, resume)
+    with timer.phase("load data"):
+        synset = synthetic if isinstance(synthetic, SyntheticSet) else load_synthetic(synthetic)
+        name = dataset if dataset is not None else synset.meta.get("dataset")
+        if name is None:
+            raise FairDistillError("the synthetic set does not say which dataset it came from; pass --dataset")
+        data = _dataset(name, data_root)
     if synset.images.shape[1:] != data.train.images.shape[1:]:
         raise FairDistillError(
             f"synthetic images {tuple(synset.images.shape[1:])} do not match {data.name} images "
@@ -162,8 +282,34 @@ def evaluate(
         ecfg, num_models=num_models, epochs=epochs, empty_cells=empty_cells, eval_models=_names(eval_models)
     )
     cb = (lambda d, t: progress("evaluate", d, t)) if progress else None
-    result = evaluate_images(synset.images, synset.labels, data, ecfg, device=dev, callback=cb)
+    identity = _eval_identity("synthetic", synset.images, synset.labels, data, ecfg, ecfg.epochs)
+    sweep = None
     if out is not None:
+        sweep = EvalSweep(partial_path(out), identity)
+        remove_stale_temporaries(sweep.path.parent, [sweep.path.name, Path(out).name])
+    done = sweep.load() if sweep is not None and resume else None
+    result = evaluate_images(
+        synset.images,
+        synset.labels,
+        data,
+        ecfg,
+        device=dev,
+        callback=cb,
+        done=done,
+        on_model=sweep.add if sweep is not None else None,
+    )
+    timer.add("evaluate", result.seconds)
+    if out is not None:
+        resolved = {
+            "command": "evaluate",
+            "profile": profile,
+            **{k: v for k, v in identity.items() if k != "set"},
+            "synthetic": {
+                "method": synset.meta.get("method"),
+                "distill_config": synset.meta.get("config"),
+                "dataset_fingerprint": synset.meta.get("dataset_fingerprint"),
+            },
+        }
         write_json(
             out,
             {
@@ -173,10 +319,34 @@ def evaluate(
                 "eval_config": ecfg.to_dict(),
                 "synthetic": synset.meta,
                 **result.to_dict(),
-                "environment": environment(),
+                **run_record(resolved, timer.seconds),
+                "rows": model_rows(result, ecfg),
+                "aggregates": result.aggregate(),
+                "resumed_models": sorted(done) if done else [],
+                "environment": environment(dev),
             },
         )
     return result
+
+
+def partial_path(out: str | Path) -> Path:
+    """Where ``evaluate --out FILE`` keeps the rows of finished models: ``FILE``'s stem + ``.partial.json``."""
+    out = Path(out)
+    return out.with_name((out.stem if out.suffix == ".json" else out.name) + ".partial.json")
+
+
+def _eval_identity(
+    name: str, x: torch.Tensor, y: torch.Tensor, data: FairDataset, ecfg: EvalConfig, epochs: int
+) -> dict[str, Any]:
+    """What determines an evaluation sweep's rows: the training set, the settings, the dataset."""
+    return {
+        "set": name,
+        "train_set_sha256": tensor_hash(x, y),
+        "dataset": data.name,
+        "dataset_fingerprint": data.fingerprint(),
+        "eval_config": ecfg.to_dict(),
+        "epochs": epochs,
+    }
 
 
 # ---- compare -----------------------------------------------------------------------------------
@@ -209,6 +379,8 @@ def compare(
     group_label_noise: float | None = None,
     groups: str | None = None,
     eval_models: Sequence[str] | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
     **overrides: Any,
 ) -> CompareResult:
     """Distil ``methods`` in lockstep and evaluate them beside the ``baselines``, all at ``ipc``.
@@ -229,9 +401,16 @@ def compare(
     ``eval_models`` evaluates every set on several architectures (``num_models`` networks each):
     ``summary["methods"][name]`` then holds the first architecture's numbers at its top level and
     ``["by_model"][arch]`` each architecture's.
+
+    Resuming (needs ``out``): ``checkpoint_every`` saves the lockstep distillation to
+    ``out/checkpoint/distill.safetensors`` as in :func:`distill`, and every finished evaluation model
+    goes to ``out/checkpoint/eval-<name>.json``; ``resume=True`` continues the distillation from its
+    checkpoint and skips the evaluation models already done, with the results of an uninterrupted run.
     """
+    timer = PhaseTimer()
     dev = resolve_device(device)
     parse_groups(groups)  # a bad spelling fails before any work
+    _check_resume_options(out, checkpoint_every, resume)
     profile = preset or default_profile(dev)
     PROFILES.get(profile)
     specs = [get_method(m, backbone).validate() for m in methods]  # the backbone's form of each recipe
@@ -242,7 +421,8 @@ def compare(
     dcfg, ecfg = profile_configs(profile, ipc, seed, backbone)
     dcfg = _override(dcfg, iterations=iterations, **overrides)
     ecfg = _override(ecfg, num_models=num_models, epochs=epochs, eval_models=_names(eval_models))
-    data = _dataset(dataset, data_root)
+    with timer.phase("load data"):
+        data = _dataset(dataset, data_root)
     start = time.perf_counter()
     data, group_record = apply_group_options(
         data, groups=groups, noise=group_label_noise, fraction=group_label_fraction, seed=seed, device=dev
@@ -250,12 +430,16 @@ def compare(
     timings: dict[str, float] = {}
     if group_record is not None:
         timings["group labels"] = time.perf_counter() - start
+    if resume and out is not None and not checkpoint_dir(out).is_dir():
+        raise FairDistillError(f"nothing to resume: {checkpoint_dir(out)} does not exist (run without --resume)")
+    identity = distill_identity(backbone, data, dcfg, specs)
 
     synthetic: dict[str, SyntheticSet] = {}
+    ckpt = _Checkpoints(out, identity, checkpoint_every if specs else 0, resume and bool(specs), dev)
     if specs:
         start = time.perf_counter()
-        cb = (lambda st: progress("distill", st.done, st.total)) if progress else None
-        synthetic = get_backbone(backbone).distill(data, specs, dcfg, device=dev, callback=cb)
+        cb = ckpt.callback(progress)
+        synthetic = get_backbone(backbone).distill(data, specs, dcfg, device=dev, callback=cb, resume=ckpt.state)
         timings["distill"] = time.perf_counter() - start
         for s in synthetic.values():
             s.meta["preset"] = preset_name(backbone, s.meta["method"]["name"], profile)
@@ -269,10 +453,30 @@ def compare(
     for b in baselines:
         idx = baseline_indices(b, data, ipc, seed)
         train_sets[b] = (data.train.images[idx], data.train.labels[idx])
+    rows: list[dict[str, Any]] = []
+    resumed: dict[str, list[int]] = {}
     for name, (x, y) in train_sets.items():
         cb = (lambda d, t, n=name: progress(f"evaluate {n}", d, t)) if progress else None
-        results[name] = evaluate_images(x, y, data, ecfg, device=dev, epochs=epochs_for(name, ecfg), callback=cb)
+        sweep, done = None, None
+        if out is not None:  # each finished model is kept, so that an interrupted sweep can resume
+            ident = _eval_identity(name, x, y, data, ecfg, epochs_for(name, ecfg))
+            sweep = EvalSweep(checkpoint_dir(out) / partial_name(name), ident)
+            done = sweep.load(required=False) if resume else None
+            resumed[name] = sorted(done or {})
+        results[name] = evaluate_images(
+            x,
+            y,
+            data,
+            ecfg,
+            device=dev,
+            epochs=epochs_for(name, ecfg),
+            callback=cb,
+            done=done,
+            on_model=sweep.add if sweep is not None else None,
+        )
         timings[f"evaluate {name}"] = results[name].seconds
+        rows.extend(model_rows(results[name], ecfg, name))
+    timer.seconds.update(timings)
 
     summary = {
         "dataset": data.name,
@@ -294,7 +498,24 @@ def compare(
         "method_specs": {s.name: s.to_dict() for s in specs},
         "group_labels": group_record,
         "seconds": timings,
-        "environment": environment(),
+        **run_record(
+            {
+                "command": "compare",
+                "profile": profile,
+                "ipc": ipc,
+                "seed": seed,
+                **identity,
+                "baselines": list(baselines),
+                "eval_config": ecfg.to_dict(),
+                "group_options": _group_options(groups, group_label_noise, group_label_fraction),
+            },
+            timer.seconds,
+        ),
+        "rows": rows,
+        "aggregates": {name: r.aggregate() for name, r in results.items()},
+        **ckpt.record(),
+        "resumed_models": resumed,
+        "environment": environment(dev),
     }
     result = CompareResult(data.name, profile, results, synthetic, summary)
     if out is not None:
@@ -304,6 +525,7 @@ def compare(
 
 def write_compare(folder: Path, result: CompareResult, data: FairDataset) -> None:
     """``summary.json`` plus one folder per method/baseline (record.json; synthetic set and grid.png)."""
+    start = time.perf_counter()
     for name, r in result.results.items():
         record = {
             "command": "compare",
@@ -312,9 +534,12 @@ def write_compare(folder: Path, result: CompareResult, data: FairDataset) -> Non
             "profile": result.profile,
             "eval_config": result.summary["eval_config"],
             **r.to_dict(),
+            "rows": [row for row in result.summary.get("rows", []) if row.get("set") == name],
         }
         if name in result.synthetic:
             _write_method(folder / name, result.synthetic[name], data, record)
         else:
             write_json(folder / name / "record.json", {**record, "environment": environment()})
+    if "timings" in result.summary:
+        result.summary["timings"]["write"] = time.perf_counter() - start
     write_json(folder / "summary.json", result.summary)

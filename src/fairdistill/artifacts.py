@@ -41,15 +41,26 @@ class SyntheticSet:
         return (self.images.detach().cpu() * std + mean).clamp(0, 1)
 
 
-def environment() -> dict[str, str]:
+def environment(device: str | torch.device | None = None) -> dict[str, Any]:
+    """Versions and machine: package, torch, numpy, python, platform, torch threads; the device if given."""
+    import numpy
+
     from . import __version__
 
-    return {
+    env: dict[str, Any] = {
         "fairdistill": __version__,
         "torch": torch.__version__,
+        "numpy": numpy.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
     }
+    if device is not None:
+        env["device"] = str(device)
+        if torch.device(device).type == "cuda":
+            env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
 
 
 # ---- atomic writes ----------------------------------------------------------------------------

@@ -63,6 +63,17 @@ GroupsOpt = Annotated[
         "The test split always keeps the true groups.",
     ),
 ]
+CheckpointOpt = Annotated[
+    int,
+    typer.Option(
+        "--checkpoint-every",
+        help="Save the distillation state to OUT/checkpoint/ every N iterations and at the end (0: never).",
+    ),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue an interrupted run from what OUT holds (same settings required)."),
+]
 
 
 @contextmanager
@@ -145,6 +156,8 @@ def distill(
     group_label_fraction: GroupFractionOpt = None,
     group_label_noise: GroupNoiseOpt = None,
     groups: GroupsOpt = None,
+    checkpoint_every: CheckpointOpt = 50,
+    resume: ResumeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Distil one synthetic set; writes synthetic.safetensors, record.json and grid.png into --out."""
@@ -169,6 +182,8 @@ def distill(
             group_label_fraction=group_label_fraction,
             group_label_noise=group_label_noise,
             groups=groups,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
         )
     m = synset.meta["method"]
     out_console.print(
@@ -191,6 +206,10 @@ def evaluate(
     device: DeviceOpt = "auto",
     out: Annotated[Path | None, typer.Option("--out", help="JSON file for the results.")] = None,
     eval_models: EvalModelsOpt = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Skip the models an interrupted run with this --out already finished."),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train fresh networks on a saved synthetic set and print ACC / DEO_M / DEO_A."""
@@ -210,6 +229,7 @@ def evaluate(
             out=out,
             progress=hook,
             eval_models=_split(eval_models) if eval_models else None,
+            resume=resume,
         )
     title = f"{len(result.reports)} evaluation model(s)"
     _print_by_model({synthetic.name: {**result.aggregate(), "by_model": result.aggregates()}}, title=title)
@@ -238,6 +258,8 @@ def compare(
     group_label_noise: GroupNoiseOpt = None,
     groups: GroupsOpt = None,
     eval_models: EvalModelsOpt = None,
+    checkpoint_every: CheckpointOpt = 50,
+    resume: ResumeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Distil several methods in lockstep, evaluate them beside the baselines, write summary.json."""
@@ -263,6 +285,8 @@ def compare(
             group_label_noise=group_label_noise,
             groups=groups,
             eval_models=_split(eval_models) if eval_models else None,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
         )
     s = result.summary
     title = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +30,8 @@ HEADLINE = ("acc", "deo_m", "deo_a", "worst_group_acc", "suff_m", "suff_a")
 
 #: called after each evaluation model with (models done, total)
 ModelCallback = Callable[[int, int], None]
+#: told (model index, seed, report) of each newly trained evaluation model
+ModelDone = Callable[[int, int, FairnessReport], None]
 
 
 @dataclass
@@ -95,6 +97,8 @@ def evaluate_images(
     device: torch.device,
     epochs: int | None = None,
     callback: ModelCallback | None = None,
+    done: Mapping[int, FairnessReport] | None = None,
+    on_model: ModelDone | None = None,
 ) -> EvalResult:
     """Train ``config.num_models`` networks on (images, labels) and report fairness metrics on the test set.
 
@@ -102,6 +106,11 @@ def evaluate_images(
     so methods are compared on paired models. With several architectures (``config.eval_models``),
     ``num_models`` networks of each are trained; the result's top level is the first architecture's
     and ``by_model`` holds each one's.
+
+    Resuming an interrupted sweep: models are indexed ``a * num_models + j`` (architecture ``a`` in
+    ``config.architectures()`` order); ``done`` maps indices to reports of models already evaluated,
+    reused instead of retrained (each model depends on its architecture and index only, so the
+    result equals an uninterrupted sweep); ``on_model`` hears of each newly trained model.
     """
     config.validate()
     if images.ndim != 4 or images.shape[1:] != dataset.train.images.shape[1:]:
@@ -117,9 +126,20 @@ def evaluate_images(
     results: dict[str, EvalResult] = {}
     for i, arch in enumerate(archs):
         offset = i * config.num_models
-        cb = None if callback is None else (lambda done, _, offset=offset: callback(offset + done, total))
+        cb = None if callback is None else (lambda n, _, offset=offset: callback(offset + n, total))
+        finished = {j - offset: r for j, r in (done or {}).items() if offset <= j < offset + config.num_models}
+        tell = None if on_model is None else (lambda j, s, r, offset=offset: on_model(offset + j, s, r))
         results[arch] = _evaluate_architecture(
-            images, labels, dataset, config, arch, device=device, epochs=epochs, callback=cb
+            images,
+            labels,
+            dataset,
+            config,
+            arch,
+            device=device,
+            epochs=epochs,
+            callback=cb,
+            done=finished,
+            on_model=tell,
         )
     head = results[archs[0]]
     if len(archs) == 1:
@@ -138,6 +158,8 @@ def _evaluate_architecture(
     device: torch.device,
     epochs: int | None,
     callback: ModelCallback | None,
+    done: Mapping[int, FairnessReport],
+    on_model: ModelDone | None,
 ) -> EvalResult:
     start = time.perf_counter()
     x, y = images.detach().to(device), labels.to(device)
@@ -149,6 +171,12 @@ def _evaluate_architecture(
     reports, seeds = [], []
     for j in range(config.num_models):
         seed = eval_seed(config, arch, j)
+        if j in done:  # finished before an interruption
+            reports.append(done[j])
+            seeds.append(seed)
+            if callback is not None:
+                callback(j + 1, config.num_models)
+            continue
         gen = torch.Generator().manual_seed(seed)
         model = create_model(
             arch,
@@ -173,6 +201,8 @@ def _evaluate_architecture(
             )
         )
         seeds.append(seed)
+        if on_model is not None:
+            on_model(j, seed, reports[-1])
         if callback is not None:
             callback(j + 1, config.num_models)
     return EvalResult(reports, seeds, time.perf_counter() - start, model=arch)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .. import rng
 from ..artifacts import SyntheticSet
+from ..checkpoint import DistillState, capture, restore
 from ..config import DistillConfig, MethodSpec
 from ..data.dataset import FairDataset
 from ..data.sampling import RealSampler
@@ -23,12 +25,18 @@ from ..training import init_weights
 
 @dataclass(frozen=True)
 class IterationState:
-    """What a backbone reports after each iteration (images are live views: copy what you keep)."""
+    """What a backbone reports after each iteration (images are live views: copy what you keep).
+
+    ``snapshot()``, called during the callback, returns a detached copy of everything the run
+    carries into the next iteration (a :class:`~fairdistill.checkpoint.DistillState`): handing it
+    back as ``distill(..., resume=state)`` continues bit for bit where this iteration ended.
+    """
 
     done: int
     total: int
     losses: dict[str, float]
     images: dict[str, Tensor]
+    snapshot: Callable[[], DistillState] | None = field(default=None, repr=False, compare=False)
 
 
 #: called after every iteration
@@ -84,8 +92,54 @@ class Backbone:
         *,
         device: torch.device,
         callback: IterationCallback | None = None,
+        resume: DistillState | None = None,
     ) -> dict[str, SyntheticSet]:
+        """Distil every method of ``methods`` in lockstep; ``resume`` continues from a saved state."""
         raise NotImplementedError
+
+
+# ---- resuming ------------------------------------------------------------------------------------
+#: the per-method attributes a backbone's run carries across iterations besides its images and
+#: optimiser (each backbone's ``_Run`` may name more in ``RESUME_FIELDS``)
+DEFAULT_RESUME_FIELDS = ("last_loss",)
+
+
+def _resume_fields(run: Any) -> tuple[str, ...]:
+    return getattr(type(run), "RESUME_FIELDS", DEFAULT_RESUME_FIELDS)
+
+
+def snapshot_runs(runs: Sequence[Any], done: int) -> DistillState:
+    """The state of ``runs`` (objects with ``spec``, ``images``, ``optimizer``) after ``done`` iterations."""
+    return DistillState(
+        done,
+        {
+            run.spec.name: capture(run.images, run.optimizer, {f: getattr(run, f) for f in _resume_fields(run)})
+            for run in runs
+        },
+    )
+
+
+def resume_runs(runs: Sequence[Any], state: DistillState | None, config: DistillConfig) -> int:
+    """Load ``state`` into ``runs``; returns the iteration to continue from (0 without a state)."""
+    if state is None:
+        return 0
+    names = [run.spec.name for run in runs]
+    if list(state.methods) != names:
+        raise FairDistillError(f"the saved state holds methods {list(state.methods)}, this run distils {names}")
+    if not 0 <= state.done <= config.iterations:
+        raise FairDistillError(f"the saved state is at iteration {state.done}, past this run's {config.iterations}")
+    for run in runs:
+        saved = state.methods[run.spec.name]
+        restore(saved, run.images, run.optimizer)
+        for key in _resume_fields(run):
+            if key in saved.extra:
+                value, current = saved.extra[key], getattr(run, key)
+                if isinstance(current, tuple):  # JSON gives lists back
+                    value = tuple(value)
+                elif isinstance(current, float):
+                    value = float("nan") if value is None else float(value)
+                setattr(run, key, value)
+    return state.done
 
 
 def check_methods(methods: Sequence[MethodSpec]) -> None:

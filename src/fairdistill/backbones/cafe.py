@@ -60,8 +60,10 @@ its augmentation; the networks (and so the features) are per method.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +72,7 @@ from torch import Tensor, nn
 from .. import rng
 from ..artifacts import SyntheticSet
 from ..augment import DSA, DSAParams
+from ..checkpoint import DistillState
 from ..config import DistillConfig, MethodSpec
 from ..data.dataset import FairDataset
 from ..data.sampling import RealSampler
@@ -85,6 +88,8 @@ from .base import (
     check_methods,
     initial_images,
     make_network,
+    resume_runs,
+    snapshot_runs,
     synthetic_meta,
 )
 from .dc import BN_IMAGES_PER_CLASS, INNER_BATCH, dc_loops, freeze_batchnorm, has_batchnorm
@@ -304,6 +309,10 @@ class _Run:
     inner_epochs: int = 0
     stops: dict[str, int] = field(default_factory=lambda: {"accuracy": 0, "plateau": 0})
 
+    #: what carries over an iteration boundary besides the images and the optimiser (for resuming);
+    #: the learning rate is re-derived from the iteration (``image_lr``), the network is redrawn
+    RESUME_FIELDS: ClassVar[tuple[str, ...]] = ("last_loss", "last_parts", "inner_loops", "inner_epochs", "stops")
+
 
 @BACKBONES.register("cafe", "layer-wise feature alignment + discrimination, network trained on the synthetic set")
 class CAFE(Backbone):
@@ -321,6 +330,7 @@ class CAFE(Backbone):
         *,
         device: torch.device,
         callback: IterationCallback | None = None,
+        resume: DistillState | None = None,
     ) -> dict[str, SyntheticSet]:
         config.validate()
         check_methods(methods)
@@ -340,7 +350,7 @@ class CAFE(Backbone):
         # the architecture is the same every iteration: check the layer weights against it up front
         weights = resolve_layer_weights(config, num_layers(make_network(dataset, config, "cafe-net", 0, device=device)))
 
-        for it in range(config.iterations):
+        for it in range(resume_runs(runs, resume, config), config.iterations):
             net = make_network(dataset, config, "cafe-net", it, device=device)
             bn = has_batchnorm(net)
             lr = image_lr(config, it)
@@ -407,6 +417,7 @@ class CAFE(Backbone):
                         config.iterations,
                         {r.spec.name: r.last_loss for r in runs},
                         {r.spec.name: r.images.detach() for r in runs},
+                        snapshot=functools.partial(snapshot_runs, runs, it + 1),
                     )
                 )
 

@@ -44,6 +44,7 @@ network trained on real data.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .. import rng
 from ..artifacts import SyntheticSet
 from ..augment import DSA, DSAParams
+from ..checkpoint import DistillState
 from ..config import DistillConfig, MethodSpec
 from ..data.dataset import FairDataset
 from ..data.sampling import RealSampler
@@ -71,6 +73,8 @@ from .base import (
     check_methods,
     initial_images,
     make_network,
+    resume_runs,
+    snapshot_runs,
     synthetic_meta,
 )
 
@@ -174,7 +178,11 @@ class _RealBatch:
 
 @dataclass
 class _Run:
-    """One method's state during lockstep distillation."""
+    """One method's state during lockstep distillation.
+
+    Only the images, the image optimiser (momentum) and ``last_loss`` cross an iteration boundary (what a
+    checkpoint saves): the network is redrawn every iteration, and IDC's real-data optimiser with it.
+    """
 
     spec: MethodSpec
     target: Target
@@ -221,6 +229,7 @@ class DC(Backbone):
         *,
         device: torch.device,
         callback: IterationCallback | None = None,
+        resume: DistillState | None = None,
     ) -> dict[str, SyntheticSet]:
         config.validate()
         check_methods(methods)
@@ -244,7 +253,7 @@ class DC(Backbone):
         shares = dataset.group_shares().to(device)
         dsa = ctx.dsa
 
-        for it in range(config.iterations):
+        for it in range(resume_runs(runs, resume, config), config.iterations):
             net = make_network(dataset, config, "dc-net", it, device=device)
             bn = has_batchnorm(net)
             for run in runs:
@@ -297,6 +306,7 @@ class DC(Backbone):
                         config.iterations,
                         {r.spec.name: r.last_loss for r in runs},
                         {r.spec.name: r.images.detach() for r in runs},
+                        snapshot=functools.partial(snapshot_runs, runs, it + 1),
                     )
                 )
 

@@ -18,6 +18,7 @@ images as in lockstep with others.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from .. import rng
 from ..artifacts import SyntheticSet
 from ..augment import DSA, DSAParams
+from ..checkpoint import DistillState
 from ..config import DistillConfig, MethodSpec
 from ..data.dataset import FairDataset
 from ..data.sampling import RealSampler
@@ -42,13 +44,19 @@ from .base import (
     check_methods,
     initial_images,
     make_network,
+    resume_runs,
+    snapshot_runs,
     synthetic_meta,
 )
 
 
 @dataclass
 class _Run:
-    """One method's state during lockstep distillation."""
+    """One method's state during lockstep distillation.
+
+    Only the images, the optimiser (momentum) and ``last_loss`` cross an iteration boundary (what a
+    checkpoint saves): the warm embedder starts from the iteration's fresh network every time.
+    """
 
     spec: MethodSpec
     target: Target
@@ -75,6 +83,7 @@ class DM(Backbone):
         *,
         device: torch.device,
         callback: IterationCallback | None = None,
+        resume: DistillState | None = None,
     ) -> dict[str, SyntheticSet]:
         config.validate()
         check_methods(methods)
@@ -91,7 +100,7 @@ class DM(Backbone):
         # distribution targets (bary-w2) match per-sample features: keep them with the real statistics
         keep_samples = any(run.target.uses_samples for run in runs)
 
-        for it in range(config.iterations):
+        for it in range(resume_runs(runs, resume, config), config.iterations):
             net = make_network(dataset, config, "dm-net", it, device=device)
             for p in net.parameters():
                 p.requires_grad_(False)
@@ -144,6 +153,7 @@ class DM(Backbone):
                         config.iterations,
                         {r.spec.name: r.last_loss for r in runs},
                         {r.spec.name: r.images.detach() for r in runs},
+                        snapshot=functools.partial(snapshot_runs, runs, it + 1),
                     )
                 )
 
