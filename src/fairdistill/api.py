@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +31,9 @@ from .presets import (
     resolve_preset,
 )
 from .runtime import resolve_device
+
+if TYPE_CHECKING:
+    from .report import Report
 
 log = logging.getLogger("fairdistill")
 
@@ -177,6 +180,10 @@ class CompareResult:
     results: dict[str, EvalResult]
     synthetic: dict[str, SyntheticSet]
     summary: dict[str, Any] = field(default_factory=dict)
+    #: the HTML report written beside the results (None: not written)
+    report: Path | None = None
+    #: why the report was not written although asked for (e.g. matplotlib is missing)
+    report_skipped: str | None = None
 
 
 def compare(
@@ -198,6 +205,7 @@ def compare(
     group_label_fraction: float | None = None,
     group_label_noise: float | None = None,
     groups: str | None = None,
+    report: bool = True,
     **overrides: Any,
 ) -> CompareResult:
     """Distil ``methods`` in lockstep and evaluate them beside the ``baselines``, all at ``ipc``.
@@ -214,6 +222,11 @@ def compare(
     transformed training groups (pseudo-groups, noisy labels, the labelled images), as a user without
     the true groups would; ``random`` and ``full`` do not use groups. Evaluation always uses the
     true test groups. ``summary["group_labels"]`` records what was done (``None``: the true groups).
+    ``summary["data"]`` holds the class and group names and the (class x group) count tables.
+
+    With ``out`` and ``report`` (the default), :func:`fairdistill.report.report` also writes
+    ``report.html`` and ``report.md`` there; without matplotlib that step is skipped (logged, and
+    the reason kept in ``result.report_skipped``).
     """
     dev = resolve_device(device)
     parse_groups(groups)  # a bad spelling fails before any work
@@ -228,6 +241,7 @@ def compare(
     dcfg = _override(dcfg, iterations=iterations, **overrides)
     ecfg = _override(ecfg, num_models=num_models, epochs=epochs)
     data = _dataset(dataset, data_root)
+    data_record = _data_record(data)  # the true groups, before any transform of the training labels
     start = time.perf_counter()
     data, group_record = apply_group_options(
         data, groups=groups, noise=group_label_noise, fraction=group_label_fraction, seed=seed, device=dev
@@ -242,6 +256,7 @@ def compare(
         cb = (lambda st: progress("distill", st.done, st.total)) if progress else None
         synthetic = get_backbone(backbone).distill(data, specs, dcfg, device=dev, callback=cb)
         timings["distill"] = time.perf_counter() - start
+        log.info("distilled %s in %.1f s", ", ".join(synthetic), timings["distill"])
         for s in synthetic.values():
             s.meta["preset"] = preset_name(backbone, s.meta["method"]["name"], profile)
             if group_record is not None:
@@ -258,6 +273,7 @@ def compare(
         cb = (lambda d, t, n=name: progress(f"evaluate {n}", d, t)) if progress else None
         results[name] = evaluate_images(x, y, data, ecfg, device=dev, epochs=epochs_for(name, ecfg), callback=cb)
         timings[f"evaluate {name}"] = results[name].seconds
+        log.info("evaluated %s in %.1f s", name, results[name].seconds)
 
     summary = {
         "dataset": data.name,
@@ -274,13 +290,53 @@ def compare(
         "eval_config": ecfg.to_dict(),
         "method_specs": {s.name: s.to_dict() for s in specs},
         "group_labels": group_record,
+        "data": {**data_record, **_used_groups_record(data, group_record)},
         "seconds": timings,
         "environment": environment(),
     }
     result = CompareResult(data.name, profile, results, synthetic, summary)
     if out is not None:
         write_compare(Path(out), result, data)
+        log.info("wrote %s", Path(out) / "summary.json")
+        if report:
+            _compare_report(Path(out), result)
     return result
+
+
+def _data_record(data: FairDataset) -> dict[str, Any]:
+    """Class and group names and the (class x group) count tables, for the report."""
+    record: dict[str, Any] = {
+        "class_names": list(data.class_names),
+        "group_names": list(data.group_names),
+        "train_counts": data.counts("train").tolist(),
+        "test_counts": data.counts("test").tolist(),
+    }
+    unlabelled = data.unlabelled_counts("train")
+    if bool(unlabelled.any()):
+        record["train_unlabelled"] = unlabelled.tolist()
+    return record
+
+
+def _used_groups_record(data: FairDataset, group_record: dict[str, Any] | None) -> dict[str, Any]:
+    """When the training groups were transformed: the groups and counts the methods were given."""
+    if group_record is None:
+        return {}
+    return {
+        "train_group_names": list(data.group_names_of("train")),
+        "train_counts_used": data.counts("train").tolist(),
+        "train_unlabelled_used": data.unlabelled_counts("train").tolist(),
+    }
+
+
+def _compare_report(folder: Path, result: CompareResult) -> None:
+    from .report import MissingDependencyError
+    from .report import report as write_report
+
+    try:
+        result.report = write_report(folder).html
+    except MissingDependencyError as err:
+        result.report_skipped = str(err)
+        log.info("no report: %s", err)
 
 
 def write_compare(folder: Path, result: CompareResult, data: FairDataset) -> None:
@@ -299,3 +355,16 @@ def write_compare(folder: Path, result: CompareResult, data: FairDataset) -> Non
         else:
             write_json(folder / name / "record.json", {**record, "environment": environment()})
     write_json(folder / "summary.json", result.summary)
+
+
+# ---- report ------------------------------------------------------------------------------------
+def report(
+    run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None, *, progress: Progress | None = None
+) -> Report:
+    """Write ``report.html`` (self-contained, offline) and ``report.md`` for one or more compare run folders.
+
+    See :func:`fairdistill.report.report`; needs matplotlib (``pip install 'fairdistill[report]'``).
+    """
+    from .report import report as write_report
+
+    return write_report(run_dirs, out, progress=progress)
