@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -44,6 +44,9 @@ from .presets import (
 )
 from .record import PhaseTimer, model_rows, run_record
 from .runtime import resolve_device
+
+if TYPE_CHECKING:
+    from .report import Report
 
 log = logging.getLogger("fairdistill")
 
@@ -357,6 +360,10 @@ class CompareResult:
     results: dict[str, EvalResult]
     synthetic: dict[str, SyntheticSet]
     summary: dict[str, Any] = field(default_factory=dict)
+    #: the HTML report written beside the results (None: not written)
+    report: Path | None = None
+    #: why the report was not written although asked for (e.g. matplotlib is missing)
+    report_skipped: str | None = None
 
 
 def compare(
@@ -381,6 +388,7 @@ def compare(
     eval_models: Sequence[str] | None = None,
     checkpoint_every: int = 0,
     resume: bool = False,
+    report: bool = True,
     **overrides: Any,
 ) -> CompareResult:
     """Distil ``methods`` in lockstep and evaluate them beside the ``baselines``, all at ``ipc``.
@@ -406,6 +414,12 @@ def compare(
     ``out/checkpoint/distill.safetensors`` as in :func:`distill`, and every finished evaluation model
     goes to ``out/checkpoint/eval-<name>.json``; ``resume=True`` continues the distillation from its
     checkpoint and skips the evaluation models already done, with the results of an uninterrupted run.
+
+    ``summary["data"]`` holds the class and group names and the (class x group) count tables.
+
+    With ``out`` and ``report`` (the default), :func:`fairdistill.report.report` also writes
+    ``report.html`` and ``report.md`` there; without matplotlib that step is skipped (logged, and
+    the reason kept in ``result.report_skipped``).
     """
     timer = PhaseTimer()
     dev = resolve_device(device)
@@ -423,6 +437,7 @@ def compare(
     ecfg = _override(ecfg, num_models=num_models, epochs=epochs, eval_models=_names(eval_models))
     with timer.phase("load data"):
         data = _dataset(dataset, data_root)
+    data_record = _data_record(data)  # the true groups, before any transform of the training labels
     start = time.perf_counter()
     data, group_record = apply_group_options(
         data, groups=groups, noise=group_label_noise, fraction=group_label_fraction, seed=seed, device=dev
@@ -441,6 +456,7 @@ def compare(
         cb = ckpt.callback(progress)
         synthetic = get_backbone(backbone).distill(data, specs, dcfg, device=dev, callback=cb, resume=ckpt.state)
         timings["distill"] = time.perf_counter() - start
+        log.info("distilled %s in %.1f s", ", ".join(synthetic), timings["distill"])
         for s in synthetic.values():
             s.meta["preset"] = preset_name(backbone, s.meta["method"]["name"], profile)
             if group_record is not None:
@@ -476,6 +492,7 @@ def compare(
         )
         timings[f"evaluate {name}"] = results[name].seconds
         rows.extend(model_rows(results[name], ecfg, name))
+        log.info("evaluated %s in %.1f s", name, results[name].seconds)
     timer.seconds.update(timings)
 
     summary = {
@@ -497,6 +514,7 @@ def compare(
         "eval_config": ecfg.to_dict(),
         "method_specs": {s.name: s.to_dict() for s in specs},
         "group_labels": group_record,
+        "data": {**data_record, **_used_groups_record(data, group_record)},
         "seconds": timings,
         **run_record(
             {
@@ -520,7 +538,46 @@ def compare(
     result = CompareResult(data.name, profile, results, synthetic, summary)
     if out is not None:
         write_compare(Path(out), result, data)
+        log.info("wrote %s", Path(out) / "summary.json")
+        if report:
+            _compare_report(Path(out), result)
     return result
+
+
+def _data_record(data: FairDataset) -> dict[str, Any]:
+    """Class and group names and the (class x group) count tables, for the report."""
+    record: dict[str, Any] = {
+        "class_names": list(data.class_names),
+        "group_names": list(data.group_names),
+        "train_counts": data.counts("train").tolist(),
+        "test_counts": data.counts("test").tolist(),
+    }
+    unlabelled = data.unlabelled_counts("train")
+    if bool(unlabelled.any()):
+        record["train_unlabelled"] = unlabelled.tolist()
+    return record
+
+
+def _used_groups_record(data: FairDataset, group_record: dict[str, Any] | None) -> dict[str, Any]:
+    """When the training groups were transformed: the groups and counts the methods were given."""
+    if group_record is None:
+        return {}
+    return {
+        "train_group_names": list(data.group_names_of("train")),
+        "train_counts_used": data.counts("train").tolist(),
+        "train_unlabelled_used": data.unlabelled_counts("train").tolist(),
+    }
+
+
+def _compare_report(folder: Path, result: CompareResult) -> None:
+    from .report import MissingDependencyError
+    from .report import report as write_report
+
+    try:
+        result.report = write_report(folder).html
+    except MissingDependencyError as err:
+        result.report_skipped = str(err)
+        log.info("no report: %s", err)
 
 
 def write_compare(folder: Path, result: CompareResult, data: FairDataset) -> None:
@@ -543,3 +600,16 @@ def write_compare(folder: Path, result: CompareResult, data: FairDataset) -> Non
     if "timings" in result.summary:
         result.summary["timings"]["write"] = time.perf_counter() - start
     write_json(folder / "summary.json", result.summary)
+
+
+# ---- report ------------------------------------------------------------------------------------
+def report(
+    run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None, *, progress: Progress | None = None
+) -> Report:
+    """Write ``report.html`` (self-contained, offline) and ``report.md`` for one or more compare run folders.
+
+    See :func:`fairdistill.report.report`; needs matplotlib (``pip install 'fairdistill[report]'``).
+    """
+    from .report import report as write_report
+
+    return write_report(run_dirs, out, progress=progress)

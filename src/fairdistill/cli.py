@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import FairDistillError
@@ -35,7 +36,10 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random draw 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 ModelsOpt = Annotated[int | None, typer.Option("--models", help="Evaluation models per set (default: the preset's).")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Evaluation training epochs (default: the preset's).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output and no notes.")]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log details (INFO); same as the global `fairdistill -v`.")
+]
 EvalModelsOpt = Annotated[
     str | None,
     typer.Option(
@@ -76,19 +80,29 @@ ResumeOpt = Annotated[
 ]
 
 
+def _configure_logging(verbose: bool) -> None:
+    """Library messages go through :mod:`logging`: warnings by default, everything with --verbose."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # a no-op when already configured
+    logging.getLogger("fairdistill").setLevel(logging.INFO if verbose else logging.WARNING)
+    if verbose:
+        warnings.filterwarnings("default", message="empty test cells")
+    else:
+        warnings.filterwarnings("ignore", message="empty test cells")
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn user errors into one line on stderr and exit code 2 (no traceback)."""
     try:
         yield
     except FairDistillError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
 @contextmanager
 def _progress(quiet: bool) -> Iterator:
-    """A progress hook backed by rich bars (silent when quiet or when stderr is not a terminal)."""
+    """A progress hook: rich bars on a terminal, a plain line every ~10% otherwise, nothing when quiet."""
     if quiet:
         yield None
         return
@@ -159,9 +173,13 @@ def distill(
     checkpoint_every: CheckpointOpt = 50,
     resume: ResumeOpt = False,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Distil one synthetic set; writes synthetic.safetensors, record.json and grid.png into --out."""
     from . import api
+
+    if verbose:
+        _configure_logging(True)
 
     with _user_errors(), _progress(quiet) as hook:
         synset = api.distill(
@@ -211,9 +229,13 @@ def evaluate(
         typer.Option("--resume", help="Skip the models an interrupted run with this --out already finished."),
     ] = False,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train fresh networks on a saved synthetic set and print ACC / DEO_M / DEO_A."""
     from . import api
+
+    if verbose:
+        _configure_logging(True)
 
     with _user_errors(), _progress(quiet) as hook:
         result = api.evaluate(
@@ -260,10 +282,17 @@ def compare(
     eval_models: EvalModelsOpt = None,
     checkpoint_every: CheckpointOpt = 50,
     resume: ResumeOpt = False,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Also write report.html and report.md into --out.")
+    ] = True,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Distil several methods in lockstep, evaluate them beside the baselines, write summary.json."""
+    """Distil several methods in lockstep, evaluate them beside the baselines, write summary.json and a report."""
     from . import api
+
+    if verbose:
+        _configure_logging(True)
 
     with _user_errors(), _progress(quiet) as hook:
         result = api.compare(
@@ -287,6 +316,7 @@ def compare(
             eval_models=_split(eval_models) if eval_models else None,
             checkpoint_every=checkpoint_every,
             resume=resume,
+            report=report,
         )
     s = result.summary
     title = (
@@ -295,6 +325,32 @@ def compare(
     )
     _print_by_model(s["methods"], title=title)
     out_console.print(f"wrote {out / 'summary.json'}", highlight=False)
+    if result.report is not None:
+        out_console.print(f"wrote {result.report} and {result.report.with_suffix('.md')}", highlight=False)
+    elif result.report_skipped and not quiet:
+        err_console.print(f"note: no report ({escape(result.report_skipped)})", highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_cmd(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="Output folders of `fairdistill compare` (or their summary.json).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for report.html / report.md (default: the one run folder).")
+    ] = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write an offline HTML report (report.html) and a Markdown summary (report.md) of compare runs."""
+    from .report import report
+
+    if verbose:
+        _configure_logging(True)
+    with _user_errors(), _progress(quiet) as hook:
+        written = report(run_dirs, out, progress=hook)
+    if not quiet:
+        out_console.print(f"wrote {written.html} and {written.markdown}", highlight=False)
 
 
 def _print_by_model(rows: dict[str, dict], title: str) -> None:
@@ -409,11 +465,7 @@ def presets() -> None:
 
 @app.callback()
 def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if not verbose:
-        warnings.filterwarnings("ignore", message="empty test cells")
+    _configure_logging(verbose)
 
 
 def main() -> None:
