@@ -6,7 +6,8 @@ On one dataset (default the embedded ``cmnist-fg-mini``) with the cpu profile, A
   barycenter target (``cobra-bary-l1`` ... ``cobra-bary-w2``), all distilled in lockstep;
 * ``partial-P``: COBRA when only a fraction P of the training images carry a group label;
 * ``noise-R``: COBRA when a fraction R of the group labels are flipped;
-* ``infer-...``: COBRA on pseudo-groups found by clustering (``--groups infer:kmeans:10``, ``infer:dbscan``).
+* ``infer-...``: COBRA on pseudo-groups found by clustering (``--groups infer:kmeans:10``, ``infer:dbscan``,
+  ``infer:kmeans:2``: the majority look against the rest).
 
     python benchmarks/beyond_mean.py [--dataset cmnist-bg-mini] [--only reference,partial-0.05]
 
@@ -38,6 +39,7 @@ RUNS: dict[str, dict] = {
     "noise-0.5": {"methods": ["cobra"], "group_label_noise": 0.5},
     "infer-kmeans-10": {"methods": ["cobra"], "groups": "infer:kmeans:10"},
     "infer-dbscan": {"methods": ["cobra"], "groups": "infer:dbscan"},
+    "infer-kmeans-2": {"methods": ["cobra"], "groups": "infer:kmeans:2"},
 }
 
 
