@@ -61,7 +61,7 @@ PCA_DIMS = 32
 DBSCAN_MIN_SAMPLES = 5
 #: ... and eps = this quantile of each point's distance to its (min_samples - 1)-th nearest neighbour
 DBSCAN_EPS_QUANTILE = 0.9
-#: the network trained to embed the images: a batch-norm ConvNet (see :func:`embed_train`), narrower, a few epochs
+#: the network trained to embed the images: a batch-norm ConvNet (see :func:`embed_train`), narrower, trained briefly
 INFER_MODEL = "convnet-bn"
 INFER_MODEL_KWARGS: dict[str, Any] = {"width": 64}
 # One epoch: a network trained briefly on biased data leans on the bias (here colour), which is what the
