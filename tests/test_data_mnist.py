@@ -192,10 +192,18 @@ def test_cache_serves_without_decoding_and_rebuilds_a_damaged_entry(tmp_path):
 
 
 def test_cache_off_by_environment(tmp_path, monkeypatch):
+    from fairdistill.data.cache import default_cache_dir
+
+    write_mnist(tmp_path / "a", seed=0)
+    write_mnist(tmp_path / "b", seed=1)
+    monkeypatch.setenv("FAIRDISTILL_CACHE", str(tmp_path / "c"))
+    load_dataset("cmnist-fg", data_root=tmp_path / "a")
+    entries = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert len(entries) == 1  # with the cache on, the load leaves an entry
     monkeypatch.setenv("FAIRDISTILL_CACHE", "off")
-    write_mnist(tmp_path)
-    load_dataset("cmnist-fg", data_root=tmp_path)
-    assert not any(p.name.startswith("mnist-") for p in tmp_path.rglob("*"))
+    assert default_cache_dir() is None
+    load_dataset("cmnist-fg", data_root=tmp_path / "b")  # other sources: would make a second entry
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == entries
 
 
 # ---- the full-size FashionMNIST of Debian's dataset-fashion-mnist package -------------------------------
