@@ -175,7 +175,7 @@ def initial_images(dataset: FairDataset, config: DistillConfig) -> tuple[Tensor,
     sampler = RealSampler(dataset.train, k, dataset.num_train_groups)
     idx = sampler.class_batch(config.ipc, rng.generator(config.seed, "init-real"))
     idx = idx[torch.argsort(dataset.train.labels[idx], stable=True)]
-    return dataset.train.images[idx].clone(), labels
+    return dataset.train.take(idx).clone(), labels
 
 
 def make_network(dataset: FairDataset, config: DistillConfig, *keys: object, device: torch.device) -> nn.Module:

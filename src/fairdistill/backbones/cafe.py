@@ -341,7 +341,6 @@ class CAFE(Backbone):
         syn_labels = syn_labels.to(device)
         runs = [self._start(m, config, init_x.to(device)) for m in methods]
 
-        real_x = dataset.train.images.to(device)
         real_y, real_a = dataset.train.labels.to(device), dataset.train.groups.to(device)
         sampler = RealSampler(dataset.train, k, g)
         shares = dataset.group_shares().to(device)
@@ -366,13 +365,13 @@ class CAFE(Backbone):
                 bn_x = None
                 if bn:
                     idx = sampler.class_batch(BN_IMAGES_PER_CLASS, rng.generator(config.seed, "cafe-bn", it, ol))
-                    bn_x = real_x[idx.to(device)]
+                    bn_x = dataset.train.take(idx, device)
                 batches: dict[str, _RealBatch] = {}
                 for run in runs:
                     if run.sampling not in batches:
                         gen = rng.generator(config.seed, "cafe-real", run.sampling, it, ol)
                         idx = sampler.draw(run.sampling, config.batch_real, gen).to(device)
-                        x, y = real_x[idx], real_y[idx]
+                        x, y = dataset.train.take(idx, device), real_y[idx]
                         if dsa is not None and dsa_params is not None:
                             with torch.no_grad():
                                 x = dsa.apply(x, dsa_params, y)

@@ -197,7 +197,7 @@ class _Run:
 
 @dataclass
 class MatchContext:
-    """What every step of one distillation sees: the data and settings, the real split on the device."""
+    """What every step of one distillation sees: data, settings, real labels and groups on the device."""
 
     dataset: FairDataset
     config: DistillConfig
@@ -205,7 +205,6 @@ class MatchContext:
     outer: int
     inner: int
     syn_labels: Tensor  # labels of the stored synthetic images, ordered by class
-    real_x: Tensor
     real_y: Tensor
     real_a: Tensor
     dsa: DSA | None
@@ -244,7 +243,6 @@ class DC(Backbone):
             outer=outer,
             inner=inner,
             syn_labels=syn_labels.to(device),
-            real_x=dataset.train.images.to(device),
             real_y=dataset.train.labels.to(device),
             real_a=dataset.train.groups.to(device),
             dsa=DSA(strategy=dataset.dsa_strategy) if config.dsa else None,
@@ -267,7 +265,7 @@ class DC(Backbone):
                 bn_x = None
                 if bn:
                     idx = sampler.class_batch(BN_IMAGES_PER_CLASS, rng.generator(config.seed, "dc-bn", it, ol))
-                    bn_x = ctx.real_x[idx.to(device)]
+                    bn_x = dataset.train.take(idx, device)
                 batches: dict[str, _RealBatch] = {}
                 for run in runs:
                     if run.sampling not in batches:
@@ -275,7 +273,7 @@ class DC(Backbone):
                         idx = sampler.draw(run.sampling, config.batch_real, gen)
                         idx = idx[torch.argsort(sampler.labels[idx], stable=True)].to(device)  # classes contiguous
                         batches[run.sampling] = self._real_batch(
-                            ctx.real_x[idx],
+                            dataset.train.take(idx, device),
                             ctx.real_y[idx],
                             ctx.real_a[idx],
                             dsa,

@@ -92,7 +92,6 @@ class DM(Backbone):
         syn_labels = syn_labels.to(device)
         runs = [self._start(m, config, init_x.to(device)) for m in methods]
 
-        real_x = dataset.train.images.to(device)
         real_y, real_a = dataset.train.labels.to(device), dataset.train.groups.to(device)
         sampler = RealSampler(dataset.train, k, g)
         shares = dataset.group_shares().to(device)
@@ -122,7 +121,7 @@ class DM(Backbone):
                     idx = idx.to(device)
                     real_stats[key] = self._real_stats(
                         embed_net,
-                        real_x[idx],
+                        dataset.train.take(idx, device),
                         real_y[idx],
                         real_a[idx],
                         dsa,

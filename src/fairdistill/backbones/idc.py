@@ -131,7 +131,7 @@ def mixed_initial_images(dataset: FairDataset, config: DistillConfig) -> tuple[T
     sampler = RealSampler(dataset.train, k, dataset.num_train_groups)
     idx = sampler.class_batch(need, rng.generator(config.seed, "idc-init"))
     idx = idx[torch.argsort(dataset.train.labels[idx], stable=True)]
-    real = dataset.train.images[idx].view(k, f * f, ipc, c, h, w)
+    real = dataset.train.take(idx).view(k, f * f, ipc, c, h, w)
     out = torch.empty(k, ipc, c, h, w, dtype=real.dtype)
     for t, (rows, cols) in enumerate(itertools.product(tile_slices(h, f), tile_slices(w, f))):
         size = (rows.stop - rows.start, cols.stop - cols.start)
@@ -220,7 +220,7 @@ class IDC(DC):
         if state is None:
             return
         gen = rng.generator(ctx.config.seed, "idc-net", it, ol)
-        idx = torch.randperm(ctx.real_x.shape[0], generator=gen)[:NET_REAL_IMAGES].to(ctx.device)
+        idx = torch.randperm(len(ctx.dataset.train), generator=gen)[:NET_REAL_IMAGES].to(ctx.device)
         sgd = SGDConfig(
             lr=ctx.config.lr_net,
             momentum=NET_MOMENTUM,
@@ -230,7 +230,7 @@ class IDC(DC):
         )
         train(
             state.net,
-            ctx.real_x[idx],
+            ctx.dataset.train.take(idx, ctx.device),
             ctx.real_y[idx],
             epochs=ctx.inner,
             generator=gen,

@@ -34,6 +34,15 @@ class FairSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def take(self, index: Tensor, device: torch.device | str | None = None) -> Tensor:
+        """Model-space float32 images at ``index`` (a 1-D index tensor), on ``device``.
+
+        The one way the backbones read real images: a batch at a time, so a split whose images are
+        decoded on demand never has to be held whole.
+        """
+        x = self.images[index.cpu()]
+        return x if device is None else x.to(device)
+
     def subset(self, index: Tensor) -> FairSplit:
         return FairSplit(self.images[index], self.labels[index], self.groups[index])
 
