@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import runtime
 from .artifacts import SyntheticSet, environment, load_synthetic, save_grid, save_synthetic, write_json
 from .backbones import IterationCallback, IterationState, get_backbone
 from .checkpoint import (
@@ -102,7 +103,8 @@ def distill(
     same synthetic set, bit for bit on the same device, as a run that was never interrupted.
     """
     timer = PhaseTimer()
-    dev = resolve_device(device)
+    rt = runtime.current()  # several processes under torchrun (cli: runtime.session), else one
+    dev = rt.device(device)
     parse_groups(groups)  # a bad spelling fails before any work
     _check_resume_options(out, checkpoint_every, resume)
     p = resolve_preset(preset, ipc=ipc, seed=seed, device=dev, backbone=backbone)
@@ -115,10 +117,16 @@ def distill(
             data, groups=groups, noise=group_label_noise, fraction=group_label_fraction, seed=seed, device=dev
         )
     identity = distill_identity(method.backbone, data, config, [method])
+    backbone_impl = get_backbone(method.backbone)
+    if rt.world_size > 1 and not backbone_impl.shards_classes:
+        raise FairDistillError(
+            f"backbone {method.backbone!r} cannot yet be sharded across processes; run it in one process "
+            "(without torchrun) or use --backbone dm"
+        )
     ckpt = _Checkpoints(out, identity, checkpoint_every, resume, dev)
     start = time.perf_counter()
     cb = ckpt.callback(progress)
-    sets = get_backbone(method.backbone).distill(data, [method], config, device=dev, callback=cb, resume=ckpt.state)
+    sets = backbone_impl.distill(data, [method], config, device=dev, callback=cb, resume=ckpt.state)
     synset = sets[method.name]
     synset.meta["preset"] = p.name
     if group_record is not None:
@@ -126,7 +134,7 @@ def distill(
     seconds = time.perf_counter() - start
     timer.add("distill", seconds)
     synset.meta["seconds"] = seconds
-    if out is not None:
+    if out is not None and rt.is_main:  # every process holds the whole set; one writes it
         resolved = {
             "command": "distill",
             "preset": p.name,
@@ -177,9 +185,11 @@ class _Checkpoints:
         self.identity, self.every, self.device = identity, every, device
         self.state: DistillState | None = None
         self.saved = 0
+        self.main = runtime.current().is_main  # in a multi-process run, rank 0 writes the checkpoints
         if self.path is None:
             return
-        remove_stale_temporaries(self.path.parent)  # left behind by a run killed while writing
+        if self.main:
+            remove_stale_temporaries(self.path.parent)  # left behind by a run killed while writing
         if resume:
             self.state, _ = load_checkpoint(self.path, identity)
             log.info("resuming %s at iteration %d", self.path, self.state.done)
@@ -195,7 +205,9 @@ class _Checkpoints:
                 progress("distill", st.done, st.total)
             if self.every and self.path is not None and st.snapshot is not None:
                 if st.done % self.every == 0 or st.done == st.total:
-                    save_checkpoint(self.path, st.snapshot(), self.identity, total=st.total, device=str(self.device))
+                    state = st.snapshot()  # collective: every process gathers, rank 0 writes
+                    if self.main:
+                        save_checkpoint(self.path, state, self.identity, total=st.total, device=str(self.device))
                     self.saved += 1
 
         return hook
@@ -422,7 +434,8 @@ def compare(
     the reason kept in ``result.report_skipped``).
     """
     timer = PhaseTimer()
-    dev = resolve_device(device)
+    rt = runtime.current()  # several processes under torchrun (cli: runtime.session), else one
+    dev = rt.device(device)
     parse_groups(groups)  # a bad spelling fails before any work
     _check_resume_options(out, checkpoint_every, resume)
     profile = preset or default_profile(dev)

@@ -73,7 +73,7 @@ from torch import Tensor
 from .distances import Distance
 from .errors import FairDistillError
 from .registry import Registry
-from .targets import TARGETS, Barycenter, GroupStats, Target
+from .targets import ALL, TARGETS, Barycenter, GroupStats, Target
 
 #: L-BFGS iterations of a numerical solve (per smoothing stage for linf)
 LBFGS_ITERS = {"l2": 50, "linf": 25}
@@ -475,18 +475,18 @@ class WassersteinBarycenter(Target):
     def statistic(self, stats: GroupStats) -> Tensor:
         return Barycenter().statistic(stats)
 
-    def loss(self, stats: GroupStats, syn: Tensor, distance: Distance) -> Tensor:
+    def loss(self, stats: GroupStats, syn: Tensor, distance: Distance, classes: slice = ALL) -> Tensor:
         raise FairDistillError(
             "target 'bary-w2' matches the synthetic features of a class as a point cloud, not its mean: "
             "call sample_loss (the dm backbone does)"
         )
 
-    def sample_loss(self, stats: GroupStats, syn_features: Tensor) -> Tensor:
+    def sample_loss(self, stats: GroupStats, syn_features: Tensor, classes: slice = ALL) -> Tensor:
         if stats.features is None or stats.labels is None or stats.groups is None:
             raise FairDistillError(
                 "target 'bary-w2' needs the real per-sample features: GroupStats.from_features(..., keep_samples=True)"
             )
-        k, ipc, _ = syn_features.shape
-        bary = w2_barycenter(stats.features, stats.labels, stats.groups, k, stats.counts.shape[1], support=ipc)
+        (k, g), ipc = stats.counts.shape, syn_features.shape[1]
+        bary = w2_barycenter(stats.features, stats.labels, stats.groups, k, g, support=ipc)[classes]
         per_class = sinkhorn_cost(syn_features, bary.to(syn_features.dtype))
-        return (per_class * stats.classes_present).sum()
+        return (per_class * stats.classes_present[classes]).sum()

@@ -175,13 +175,19 @@ def distill(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Distil one synthetic set; writes synthetic.safetensors, record.json and grid.png into --out."""
-    from . import api
+    """Distil one synthetic set; writes synthetic.safetensors, record.json and grid.png into --out.
+
+    Under ``torchrun --nproc_per_node N -m fairdistill distill ...`` the classes are sharded across
+    the N processes (README: Scaling out); rank 0 writes the files.
+    """
+    from . import api, runtime
 
     if verbose:
         _configure_logging(True)
 
-    with _user_errors(), _progress(quiet) as hook:
+    with _user_errors(), runtime.session(device) as rt, _progress(quiet or not rt.is_main) as hook:
+        if not rt.is_main and not verbose:
+            logging.getLogger("fairdistill").setLevel(logging.ERROR)  # one process speaks for the run
         synset = api.distill(
             dataset,
             preset=preset,
@@ -203,10 +209,14 @@ def distill(
             checkpoint_every=checkpoint_every,
             resume=resume,
         )
+    if not rt.is_main:
+        return
     m = synset.meta["method"]
+    procs = rt.world_size
     out_console.print(
         f"distilled {synset.images.shape[0]} images ({m['backbone']} / {m['target']} / {m['distance']} / "
-        f"{m['embedder']}, sampling {synset.meta['sampling']}) in {synset.meta['seconds']:.0f} s -> {out}",
+        f"{m['embedder']}, sampling {synset.meta['sampling']}) in {synset.meta['seconds']:.0f} s"
+        f"{f' on {procs} processes' if procs > 1 else ''} -> {out}",
         highlight=False,
     )
 
@@ -464,8 +474,23 @@ def presets() -> None:
 
 
 @app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False) -> None:
+def _root(
+    ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False
+) -> None:
     _configure_logging(verbose)
+    from .runtime import launched_world_size
+
+    with _user_errors():
+        if launched_world_size() > 1 and ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS:
+            raise FairDistillError(
+                f"`fairdistill {ctx.invoked_subcommand}` runs in one process; under torchrun only "
+                f"{', '.join(sorted(DISTRIBUTED_COMMANDS))} is sharded across processes "
+                "(launch the others without torchrun)"
+            )
+
+
+#: the commands that may be launched by torchrun with several processes
+DISTRIBUTED_COMMANDS = frozenset({"distill"})
 
 
 def main() -> None:

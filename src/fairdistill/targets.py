@@ -32,6 +32,7 @@ Backbones whose statistic is not a feature mean (DC: a gradient) use the same ta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -43,6 +44,8 @@ from .errors import FairDistillError
 from .registry import Registry
 
 Sampling = Literal["class", "stratified"]
+#: every class (the ``classes`` argument of :meth:`Target.loss` in a single process)
+ALL = slice(None)
 SAMPLINGS: tuple[str, ...] = ("class", "stratified")
 
 
@@ -147,6 +150,26 @@ class GroupStats:
             unlabelled_sums=self.unlabelled_sums + other.unlabelled_sums,
             unlabelled_counts=self.unlabelled_counts + other.unlabelled_counts,
             **samples,
+        )
+
+    def all_reduced(
+        self, all_reduce: Callable[[Tensor], Tensor], population_shares: Tensor | None = None
+    ) -> GroupStats:
+        """The statistics summed over the processes of a class-sharded run (``all_reduce``: the runtime's).
+
+        Sums and counts add up; the population weights are recomputed from the summed counts exactly as
+        :meth:`from_features` computes them (``population_shares`` as there). Per-sample features, when
+        kept, stay where they were embedded. In a single process ``all_reduce`` is the identity and this
+        gives back equal statistics.
+        """
+        sums, counts = all_reduce(self.sums.clone()), all_reduce(self.counts.clone())
+        return replace(
+            self,
+            sums=sums,
+            counts=counts,
+            population_weights=_population_weights(counts, population_shares),
+            unlabelled_sums=all_reduce(self.unlabelled_sums.clone()),
+            unlabelled_counts=all_reduce(self.unlabelled_counts.clone()),
         )
 
     @property
@@ -263,13 +286,20 @@ class Target:
             out = out + u.unsqueeze(-1) * stats.unlabelled_means
         return out
 
-    def loss(self, stats: GroupStats, syn: Tensor, distance: Distance) -> Tensor:
-        """Sum over the classes the real batch defines a target for (:meth:`matched_classes`) of d(target, syn)."""
-        per_class = distance(self.statistic(stats), syn)
-        return (per_class * self.matched_classes(stats)).sum()
+    def loss(self, stats: GroupStats, syn: Tensor, distance: Distance, classes: slice = ALL) -> Tensor:
+        """Sum over the classes the real batch defines a target for (:meth:`matched_classes`) of d(target, syn).
 
-    def sample_loss(self, stats: GroupStats, syn_features: Tensor) -> Tensor:
-        """Loss of the (K, ipc, D) synthetic features against ``stats`` kept with samples (``uses_samples`` targets)."""
+        ``classes``: ``syn`` holds only these classes' rows (a process of a class-sharded run); the
+        statistic is still solved from the statistics of every class, then the rows are picked.
+        """
+        per_class = distance(self.statistic(stats)[classes], syn)
+        return (per_class * self.matched_classes(stats)[classes]).sum()
+
+    def sample_loss(self, stats: GroupStats, syn_features: Tensor, classes: slice = ALL) -> Tensor:
+        """Loss of the (K, ipc, D) synthetic features against ``stats`` kept with samples (``uses_samples`` targets).
+
+        ``classes`` as in :meth:`loss`: ``syn_features`` holds these classes only.
+        """
         raise FairDistillError(f"target {self.name!r} matches class statistics, not per-sample features")
 
 
@@ -326,9 +356,9 @@ class GroupSync(Target):
             total = total / present.sum(1).clamp_min(1)
         return total
 
-    def loss(self, stats: GroupStats, syn: Tensor, distance: Distance) -> Tensor:
-        per_cell = distance(stats.means, syn.unsqueeze(1))  # (K, G)
-        return self.reduce_groups(per_cell, stats.present).sum()
+    def loss(self, stats: GroupStats, syn: Tensor, distance: Distance, classes: slice = ALL) -> Tensor:
+        per_cell = distance(stats.means[classes], syn.unsqueeze(1))  # (K, G)
+        return self.reduce_groups(per_cell, stats.present[classes]).sum()
 
 
 @TARGETS.register("group-sync-mean", "one distance term per group, averaged over the class's present groups")

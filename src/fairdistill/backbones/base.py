@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .. import rng
 from ..artifacts import SyntheticSet
-from ..checkpoint import DistillState, capture, restore
+from ..checkpoint import DistillState, MethodState, capture, restore
 from ..config import DistillConfig, MethodSpec
 from ..data.dataset import FairDataset
 from ..data.sampling import RealSampler
@@ -19,13 +19,18 @@ from ..distances import DISTANCES
 from ..errors import FairDistillError
 from ..models import create_model
 from ..registry import Registry
-from ..targets import Target
+from ..runtime import Runtime
+from ..targets import GroupStats, Target
 from ..training import init_weights
 
 
 @dataclass(frozen=True)
 class IterationState:
     """What a backbone reports after each iteration (images are live views: copy what you keep).
+
+    In a class-sharded run (several processes, :mod:`fairdistill.runtime`) ``images`` are this
+    process's classes only (``classes``); ``snapshot()`` gathers the whole set and must then be called
+    by every process at the same iterations.
 
     ``snapshot()``, called during the callback, returns a detached copy of everything the run
     carries into the next iteration (a :class:`~fairdistill.checkpoint.DistillState`): handing it
@@ -37,6 +42,10 @@ class IterationState:
     losses: dict[str, float]
     images: dict[str, Tensor]
     snapshot: Callable[[], DistillState] | None = field(default=None, repr=False, compare=False)
+    #: the real statistics each method matched in this iteration (every class's, after the all-reduce)
+    stats: dict[str, GroupStats] | None = field(default=None, repr=False, compare=False)
+    #: the classes whose images ``images`` holds (this process's share of a class-sharded run); None: all
+    classes: range | None = None
 
 
 #: called after every iteration
@@ -60,6 +69,8 @@ class Backbone:
     feature_targets: bool = True
     #: can match targets on per-sample features (``Target.uses_samples``: bary-w2)
     sample_targets: bool = False
+    #: runs class-sharded across the processes of a torchrun launch (:mod:`fairdistill.runtime`)
+    shards_classes: bool = False
 
     @classmethod
     def supports(cls, target: Target) -> bool:
@@ -108,19 +119,46 @@ def _resume_fields(run: Any) -> tuple[str, ...]:
     return getattr(type(run), "RESUME_FIELDS", DEFAULT_RESUME_FIELDS)
 
 
-def snapshot_runs(runs: Sequence[Any], done: int) -> DistillState:
-    """The state of ``runs`` (objects with ``spec``, ``images``, ``optimizer``) after ``done`` iterations."""
-    return DistillState(
-        done,
-        {
-            run.spec.name: capture(run.images, run.optimizer, {f: getattr(run, f) for f in _resume_fields(run)})
-            for run in runs
-        },
-    )
+def snapshot_runs(runs: Sequence[Any], done: int, gather: Callable[[Tensor], Tensor] | None = None) -> DistillState:
+    """The state of ``runs`` (objects with ``spec``, ``images``, ``optimizer``) after ``done`` iterations.
+
+    ``gather`` (a class-sharded run: the runtime's ``gather_rows``) makes the images, and every
+    optimiser tensor shaped like them (momentum), whole; it is collective, so every process calls this.
+    """
+    out = {}
+    for run in runs:
+        ms = capture(run.images, run.optimizer, {f: getattr(run, f) for f in _resume_fields(run)})
+        if gather is not None:
+            local = tuple(ms.images.shape)
+            for entries in ms.optimizer.get("state", {}).values():
+                for key, value in entries.items():
+                    if isinstance(value, Tensor) and tuple(value.shape) == local:
+                        entries[key] = gather(value)
+            ms.images = gather(ms.images)
+        out[run.spec.name] = ms
+    return DistillState(done, out)
 
 
-def resume_runs(runs: Sequence[Any], state: DistillState | None, config: DistillConfig) -> int:
-    """Load ``state`` into ``runs``; returns the iteration to continue from (0 without a state)."""
+def _rows(saved: MethodState, rows: slice) -> MethodState:
+    """``saved`` cut down to synthetic images ``rows`` (and the optimiser tensors shaped like the images)."""
+    full = tuple(saved.images.shape)
+    opt = {**saved.optimizer, "state": {}}
+    for pid, entries in saved.optimizer.get("state", {}).items():
+        opt["state"][pid] = {
+            key: value[rows] if isinstance(value, Tensor) and tuple(value.shape) == full else value
+            for key, value in entries.items()
+        }
+    return MethodState(saved.images[rows], opt, saved.extra)
+
+
+def resume_runs(
+    runs: Sequence[Any], state: DistillState | None, config: DistillConfig, rows: slice | None = None
+) -> int:
+    """Load ``state`` into ``runs``; returns the iteration to continue from (0 without a state).
+
+    ``rows``: the runs hold only these synthetic images (a process of a class-sharded run); the
+    saved state is always the whole set.
+    """
     if state is None:
         return 0
     names = [run.spec.name for run in runs]
@@ -130,6 +168,8 @@ def resume_runs(runs: Sequence[Any], state: DistillState | None, config: Distill
         raise FairDistillError(f"the saved state is at iteration {state.done}, past this run's {config.iterations}")
     for run in runs:
         saved = state.methods[run.spec.name]
+        if rows is not None:
+            saved = _rows(saved, rows)
         restore(saved, run.images, run.optimizer)
         for key in _resume_fields(run):
             if key in saved.extra:
@@ -149,6 +189,16 @@ def check_methods(methods: Sequence[MethodSpec]) -> None:
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise FairDistillError(f"method names must be unique, got {names}")
+
+
+def check_shard(rt: Runtime, num_classes: int) -> range:
+    """This process's classes in a class-sharded run; every process needs at least one."""
+    if rt.world_size > num_classes:
+        raise FairDistillError(
+            f"{rt.world_size} processes but only {num_classes} classes: classes are sharded across processes, "
+            f"so start at most {num_classes} (torchrun --nproc_per_node)"
+        )
+    return rt.shard(num_classes)
 
 
 def check_ipc(dataset: FairDataset, ipc: int) -> None:

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from .. import rng
+from .. import rng, runtime
 from ..artifacts import SyntheticSet
 from ..augment import DSA, DSAParams
 from ..checkpoint import DistillState
@@ -42,6 +42,7 @@ from .base import (
     IterationCallback,
     IterationState,
     check_methods,
+    check_shard,
     initial_images,
     make_network,
     resume_runs,
@@ -66,6 +67,10 @@ class _Run:
     images: Tensor
     optimizer: torch.optim.Optimizer
     last_loss: float = float("nan")
+    #: real images matched so far per (class, group) (K x G, every process's classes)
+    matched: list = field(default_factory=list)
+
+    RESUME_FIELDS = ("last_loss", "matched")
 
 
 @BACKBONES.register("dm", "distribution matching: mean embeddings of random (or warm-started) ConvNets")
@@ -74,6 +79,7 @@ class DM(Backbone):
     distances = DISTANCES
     default_distance = "l2sq"
     sample_targets = True  # bary-w2: the Sinkhorn loss between synthetic and barycenter feature clouds
+    shards_classes = True  # the losses separate by class: each process updates its own classes' images
 
     def distill(
         self,
@@ -88,28 +94,38 @@ class DM(Backbone):
         config.validate()
         check_methods(methods)
         k, g = dataset.num_classes, dataset.num_train_groups  # the training split's groups (may be pseudo-groups)
-        init_x, syn_labels = initial_images(dataset, config)
-        syn_labels = syn_labels.to(device)
-        runs = [self._start(m, config, init_x.to(device)) for m in methods]
+        rt = runtime.current()
+        owned = check_shard(rt, k)  # this process's classes (all of them in a single process)
+        classes = slice(owned.start, owned.stop)
+        rows = slice(owned.start * config.ipc, owned.stop * config.ipc)  # their synthetic images
+        init_x, all_labels = initial_images(dataset, config)
+        syn_labels = all_labels[rows].to(device)
+        runs = [self._start(m, config, init_x[rows].to(device)) for m in methods]
+        for run in runs:
+            run.matched = [[0] * g for _ in range(k)]
 
         real_y, real_a = dataset.train.labels.to(device), dataset.train.groups.to(device)
         sampler = RealSampler(dataset.train, k, g)
+        mine = torch.zeros(k, dtype=torch.bool)
+        mine[classes] = True
         shares = dataset.group_shares().to(device)
         dsa = DSA(strategy=dataset.dsa_strategy) if config.dsa else None
         # distribution targets (bary-w2) match per-sample features: keep them with the real statistics
         keep_samples = any(run.target.uses_samples for run in runs)
 
-        for it in range(resume_runs(runs, resume, config), config.iterations):
+        for it in range(resume_runs(runs, resume, config, rows), config.iterations):
             net = make_network(dataset, config, "dm-net", it, device=device)
             for p in net.parameters():
                 p.requires_grad_(False)
             params = dsa.sample(k, generator=rng.generator(config.seed, "dm-dsa", it)) if dsa else None
             real_stats: dict[tuple[str, str], GroupStats] = {}
+            stats_now: dict[str, GroupStats] = {}
             for run in runs:
                 embed_net = run.embedder.prepare(
                     net,
-                    run.images,
-                    syn_labels,
+                    # an embedder trained on the synthetic set sees all of it, gathered from every process
+                    run.images if run.embedder.shares_network else rt.gather_rows(run.images.detach()),
+                    syn_labels if run.embedder.shares_network else all_labels.to(device),
                     generator=rng.generator(config.seed, "dm-warm", it),
                     dsa=dsa,
                 )
@@ -118,8 +134,8 @@ class DM(Backbone):
                     idx = sampler.draw(
                         run.sampling, config.batch_real, rng.generator(config.seed, "dm-real", run.sampling, it)
                     )
-                    idx = idx.to(device)
-                    real_stats[key] = self._real_stats(
+                    idx = idx[mine[sampler.labels[idx]]].to(device)  # this process embeds its classes' images
+                    local = self._real_stats(
                         embed_net,
                         dataset.train.take(idx, device),
                         real_y[idx],
@@ -131,16 +147,24 @@ class DM(Backbone):
                         shares if run.sampling == "stratified" else None,
                         keep_samples,
                     )
-                syn_feat = self._embed(embed_net, run.images, syn_labels, dsa, params).view(k, config.ipc, -1)
+                    # every class's sums and counts on every process: a target may solve over all of them
+                    real_stats[key] = local.all_reduced(rt.all_reduce, shares if run.sampling == "stratified" else None)
+                stats_now[run.spec.name] = real_stats[key]
+                run.matched = (torch.tensor(run.matched) + real_stats[key].counts.round().long().cpu()).tolist()
+                syn_feat = self._embed(embed_net, run.images, syn_labels, dsa, params).view(len(owned), config.ipc, -1)
                 if run.target.uses_samples:
-                    loss = run.target.sample_loss(real_stats[key], syn_feat)
+                    loss = run.target.sample_loss(real_stats[key], syn_feat, classes)
                 else:
-                    loss = run.target.loss(real_stats[key], syn_feat.mean(1), run.distance)
+                    loss = run.target.loss(real_stats[key], syn_feat.mean(1), run.distance, classes)
                 run.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 run.optimizer.step()
-                run.last_loss = float(loss.detach())
-                if not torch.isfinite(run.images).all():
+                # the loss over every class, and whether any process's images left the finite range
+                status = rt.all_reduce(
+                    torch.stack([loss.detach().double(), (~torch.isfinite(run.images)).sum().double()])
+                )
+                run.last_loss = float(status[0])
+                if status[1] > 0:
                     raise FairDistillError(
                         f"{run.spec.name}: synthetic images became NaN/inf at iteration {it}; "
                         "lower the image learning rate"
@@ -152,7 +176,9 @@ class DM(Backbone):
                         config.iterations,
                         {r.spec.name: r.last_loss for r in runs},
                         {r.spec.name: r.images.detach() for r in runs},
-                        snapshot=functools.partial(snapshot_runs, runs, it + 1),
+                        snapshot=functools.partial(snapshot_runs, runs, it + 1, rt.gather_rows),
+                        stats=stats_now,
+                        classes=owned,
                     )
                 )
 
@@ -161,7 +187,10 @@ class DM(Backbone):
             meta = synthetic_meta(dataset, run.spec, config)
             meta["sampling"] = run.sampling
             meta["final_loss"] = run.last_loss
-            out[run.spec.name] = SyntheticSet(run.images.detach().cpu().clone(), syn_labels.cpu(), meta)
+            meta["real_images_matched"] = run.matched  # per (class, group), summed over the iterations
+            meta["processes"] = rt.world_size
+            images = rt.gather_rows(run.images.detach()).cpu().clone()  # the whole set, on every process
+            out[run.spec.name] = SyntheticSet(images, all_labels.clone(), meta)
         return out
 
     # ---- pieces ------------------------------------------------------------------------------
