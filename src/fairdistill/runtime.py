@@ -95,6 +95,16 @@ class Runtime:
         parts = self.all_gather(tensor)
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
+    def gather_rows_keeping_grad(self, tensor: Tensor) -> Tensor:
+        """:meth:`gather_rows`, with this process's rows still on the autograd graph (the others are constants).
+
+        For a loss that couples every class (CAFE's discrimination term): each process differentiates
+        it with respect to its own rows only, and gets exactly the gradient the whole loss gives them.
+        """
+        parts = self.all_gather(tensor.detach())
+        parts[self.rank] = tensor
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
 
 class SingleProcess(Runtime):
     """The runtime of a plain run: every collective is the identity."""

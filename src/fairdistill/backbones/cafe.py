@@ -69,7 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import rng
+from .. import rng, runtime
 from ..artifacts import SyntheticSet
 from ..augment import DSA, DSAParams
 from ..checkpoint import DistillState
@@ -78,7 +78,7 @@ from ..data.dataset import FairDataset
 from ..data.sampling import RealSampler
 from ..distances import DISTANCES, Distance, get_distance
 from ..errors import FairDistillError
-from ..targets import GroupStats, Target, get_target, resolve_sampling
+from ..targets import ALL, GroupStats, Target, get_target, resolve_sampling
 from ..training import SGDConfig, train
 from . import BACKBONES
 from .base import (
@@ -86,6 +86,7 @@ from .base import (
     IterationCallback,
     IterationState,
     check_methods,
+    check_shard,
     initial_images,
     make_network,
     resume_runs,
@@ -188,9 +189,15 @@ def feature_loss(
     syn_means: Sequence[Tensor],
     distance: Distance,
     weights: Sequence[float],
+    classes: slice = ALL,
 ) -> Tensor:
-    """``sum_l w_l * target.loss(stats_l, syn_means_l, d)``: the target's aggregation, layer by layer."""
-    terms = [w * target.loss(s, m, distance) for s, m, w in zip(stats, syn_means, weights, strict=True) if w != 0]
+    """``sum_l w_l * target.loss(stats_l, syn_means_l, d)``: the target's aggregation, layer by layer.
+
+    ``classes``: the synthetic means are of these classes only (one process of a class-sharded run).
+    """
+    terms = [
+        w * target.loss(s, m, distance, classes) for s, m, w in zip(stats, syn_means, weights, strict=True) if w != 0
+    ]
     return torch.stack(terms).sum() if terms else syn_means[-1].new_zeros(())
 
 
@@ -321,6 +328,9 @@ class CAFE(Backbone):
     default_distance = "l2sq"
     # CAFE draws a fresh network each iteration and trains it itself (inner loop): no other embedder applies
     embedders = ("random",)
+    # per-class feature matching; the discrimination term sees every class's centre (gathered) and
+    # the inner loop trains on the gathered set
+    shards_classes = True
 
     def distill(
         self,
@@ -337,9 +347,15 @@ class CAFE(Backbone):
         k, g = dataset.num_classes, dataset.num_train_groups  # the training split's groups (may be pseudo-groups)
         outer, inner = dc_loops(config)
         stop = InnerStop.from_config(config)
-        init_x, syn_labels = initial_images(dataset, config)
-        syn_labels = syn_labels.to(device)
-        runs = [self._start(m, config, init_x.to(device)) for m in methods]
+        rt = runtime.current()
+        owned = check_shard(rt, k)  # this process's classes (all of them in a single process)
+        classes = slice(owned.start, owned.stop)
+        rows = slice(owned.start * config.ipc, owned.stop * config.ipc)  # their synthetic images
+        init_x, all_labels = initial_images(dataset, config)
+        syn_labels, all_labels = all_labels[rows].to(device), all_labels.to(device)
+        runs = [self._start(m, config, init_x[rows].to(device)) for m in methods]
+        mine = torch.zeros(k, dtype=torch.bool)
+        mine[classes] = True
 
         real_y, real_a = dataset.train.labels.to(device), dataset.train.groups.to(device)
         sampler = RealSampler(dataset.train, k, g)
@@ -349,7 +365,7 @@ class CAFE(Backbone):
         # the architecture is the same every iteration: check the layer weights against it up front
         weights = resolve_layer_weights(config, num_layers(make_network(dataset, config, "cafe-net", 0, device=device)))
 
-        for it in range(resume_runs(runs, resume, config), config.iterations):
+        for it in range(resume_runs(runs, resume, config, rows), config.iterations):
             net = make_network(dataset, config, "cafe-net", it, device=device)
             bn = has_batchnorm(net)
             lr = image_lr(config, it)
@@ -370,7 +386,10 @@ class CAFE(Backbone):
                 for run in runs:
                     if run.sampling not in batches:
                         gen = rng.generator(config.seed, "cafe-real", run.sampling, it, ol)
-                        idx = sampler.draw(run.sampling, config.batch_real, gen).to(device)
+                        idx = sampler.draw(run.sampling, config.batch_real, gen)
+                        # classes in order (draws already are), so the processes' parts concatenate to the batch
+                        idx = idx[torch.argsort(sampler.labels[idx], stable=True)]
+                        idx = idx[mine[sampler.labels[idx]]].to(device)  # this process's classes
                         x, y = dataset.train.take(idx, device), real_y[idx]
                         if dsa is not None and dsa_params is not None:
                             with torch.no_grad():
@@ -381,11 +400,16 @@ class CAFE(Backbone):
                     else:
                         run.net.train()
                     step_shares = shares if run.sampling == "stratified" else None
-                    losses = self._outer_step(
+                    feat, disc = self._outer_step(
                         run, batches[run.sampling], syn_labels, config, weights, k, g, step_shares, dsa, dsa_params
                     )
-                    run.losses.append(losses)
-                    if not torch.isfinite(run.images).all():
+                    # the feature loss over every class (each process's own classes), the discrimination
+                    # term as is (every process computes it whole), and whether any images left the finite range
+                    status = rt.all_reduce(
+                        torch.tensor([feat, float((~torch.isfinite(run.images)).sum())], dtype=torch.float64)
+                    )
+                    run.losses.append((float(status[0]), disc))
+                    if status[1] > 0:
                         raise FairDistillError(
                             f"{run.spec.name}: synthetic images became NaN/inf at iteration {it}, outer step {ol}; "
                             "lower the image learning rate"
@@ -393,8 +417,8 @@ class CAFE(Backbone):
                     if ol < outer - 1 and inner > 0:
                         epochs, reason = train_inner(
                             run.net,
-                            run.images,
-                            syn_labels,
+                            rt.gather_rows(run.images.detach()),  # the whole synthetic set
+                            all_labels,
                             max_epochs=inner,
                             stop=stop,
                             generator=rng.generator(config.seed, "cafe-inner", it, ol),
@@ -416,7 +440,8 @@ class CAFE(Backbone):
                         config.iterations,
                         {r.spec.name: r.last_loss for r in runs},
                         {r.spec.name: r.images.detach() for r in runs},
-                        snapshot=functools.partial(snapshot_runs, runs, it + 1),
+                        snapshot=functools.partial(snapshot_runs, runs, it + 1, rt.gather_rows),
+                        classes=owned,
                     )
                 )
 
@@ -438,7 +463,8 @@ class CAFE(Backbone):
                 inner_early_stops=sum(run.stops.values()),
                 inner_stop_reasons=dict(run.stops),
             )
-            out[run.spec.name] = SyntheticSet(run.images.detach().cpu().clone(), syn_labels.cpu(), meta)
+            images = rt.gather_rows(run.images.detach()).cpu().clone()  # the whole set, on every process
+            out[run.spec.name] = SyntheticSet(images, all_labels.cpu(), meta)
         return out
 
     # ---- pieces ------------------------------------------------------------------------------
@@ -467,15 +493,27 @@ class CAFE(Backbone):
         """Layer-wise matching + discrimination, one image step; returns the two losses."""
         net = run.net
         assert net is not None
-        stats, real_embed = layer_group_stats(net, batch.x, batch.y, batch.a, k, g, shares)
+        rt = runtime.current()
+        # this process's real images (its classes), then every class's statistics from all processes
+        local, real_embed = layer_group_stats(net, batch.x, batch.y, batch.a, k, g, shares)
+        stats = [s.all_reduced(rt.all_reduce, shares) for s in local]
         x_syn = run.images
         if dsa is not None and dsa_params is not None:
             x_syn = dsa.apply(x_syn, dsa_params, syn_labels)  # the class's transform: Siamese with the real batch
-        syn_means = [f.view(k, config.ipc, -1).mean(1) for f in layer_features(net, x_syn)]
-        feat = feature_loss(run.target, stats, syn_means, run.distance, weights)
+        own = len(syn_labels) // config.ipc
+        syn_means = [f.view(own, config.ipc, -1).mean(1) for f in layer_features(net, x_syn)]
+        first = int(syn_labels[0]) if own else 0
+        feat = feature_loss(run.target, stats, syn_means, run.distance, weights, slice(first, first + own))
         disc = feat.new_zeros(())
         if config.disc_weight > 0:
-            disc = config.disc_weight * discrimination_loss(real_embed, batch.y, syn_means[-1], config.disc_temperature)
+            # the term couples all classes: the whole real batch against every class's centre, of which
+            # this process's stay differentiable (so its images get exactly their share of the gradient)
+            disc = config.disc_weight * discrimination_loss(
+                rt.gather_rows(real_embed),
+                rt.gather_rows(batch.y),
+                rt.gather_rows_keeping_grad(syn_means[-1]),
+                config.disc_temperature,
+            )
         run.optimizer.zero_grad(set_to_none=True)
         (feat + disc).backward(inputs=[run.images])
         run.optimizer.step()

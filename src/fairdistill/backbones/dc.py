@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .. import rng
+from .. import rng, runtime
 from ..artifacts import SyntheticSet
 from ..augment import DSA, DSAParams
 from ..checkpoint import DistillState
@@ -71,6 +71,7 @@ from .base import (
     IterationCallback,
     IterationState,
     check_methods,
+    check_shard,
     initial_images,
     make_network,
     resume_runs,
@@ -204,7 +205,10 @@ class MatchContext:
     device: torch.device
     outer: int
     inner: int
-    syn_labels: Tensor  # labels of the stored synthetic images, ordered by class
+    syn_labels: Tensor  # labels of this process's stored synthetic images, ordered by class
+    all_labels: Tensor  # labels of the whole stored set (the same in a single process)
+    gather: Callable[[Tensor], Tensor]  # this process's rows -> the whole set (the runtime's gather_rows)
+    first_class: int  # this process holds the images of classes first_class, first_class + 1, ...
     real_y: Tensor
     real_a: Tensor
     dsa: DSA | None
@@ -213,6 +217,7 @@ class MatchContext:
 @BACKBONES.register("dc", "gradient matching: CE gradients of a ConvNet trained on the synthetic set in between")
 class DC(Backbone):
     name = "dc"
+    shards_classes = True  # per-class matching; the inner loop trains on the gathered set
     distances = GRADIENT_DISTANCES
     default_distance = "layer-cosine"
     # DC draws a fresh network each iteration and trains it itself (inner loop): no other embedder applies
@@ -234,15 +239,21 @@ class DC(Backbone):
         check_methods(methods)
         k, g = dataset.num_classes, dataset.num_train_groups  # the training split's groups (may be pseudo-groups)
         outer, inner = self._loops(config)
-        init_x, syn_labels = self._initial_images(dataset, config)
-        runs = [self._start(m, config, init_x.to(device)) for m in methods]
+        rt = runtime.current()
+        owned = check_shard(rt, k)  # this process's classes (all of them in a single process)
+        rows = slice(owned.start * config.ipc, owned.stop * config.ipc)  # their stored synthetic images
+        init_x, all_labels = self._initial_images(dataset, config)
+        runs = [self._start(m, config, init_x[rows].to(device)) for m in methods]
         ctx = MatchContext(
             dataset=dataset,
             config=config,
             device=device,
             outer=outer,
             inner=inner,
-            syn_labels=syn_labels.to(device),
+            syn_labels=all_labels[rows].to(device),
+            all_labels=all_labels.to(device),
+            gather=rt.gather_rows,
+            first_class=owned.start,
             real_y=dataset.train.labels.to(device),
             real_a=dataset.train.groups.to(device),
             dsa=DSA(strategy=dataset.dsa_strategy) if config.dsa else None,
@@ -250,8 +261,10 @@ class DC(Backbone):
         sampler = RealSampler(dataset.train, k, g)
         shares = dataset.group_shares().to(device)
         dsa = ctx.dsa
+        mine = torch.zeros(k, dtype=torch.bool)
+        mine[owned.start : owned.stop] = True
 
-        for it in range(resume_runs(runs, resume, config), config.iterations):
+        for it in range(resume_runs(runs, resume, config, rows), config.iterations):
             net = make_network(dataset, config, "dc-net", it, device=device)
             bn = has_batchnorm(net)
             for run in runs:
@@ -271,24 +284,31 @@ class DC(Backbone):
                     if run.sampling not in batches:
                         gen = rng.generator(config.seed, "dc-real", run.sampling, it, ol)
                         idx = sampler.draw(run.sampling, config.batch_real, gen)
-                        idx = idx[torch.argsort(sampler.labels[idx], stable=True)].to(device)  # classes contiguous
-                        batches[run.sampling] = self._real_batch(
-                            dataset.train.take(idx, device),
-                            ctx.real_y[idx],
-                            ctx.real_a[idx],
-                            dsa,
-                            dsa_params,
+                        idx = idx[torch.argsort(sampler.labels[idx], stable=True)]  # classes contiguous
+                        # the weights come from the whole batch's counts (labels alone, the same in every
+                        # process); the images, from this process's classes only
+                        stats = GroupStats.from_counts(
+                            sampler.labels[idx].to(device),
+                            sampler.groups[idx].to(device),
                             k,
                             g,
-                            shares if run.sampling == "stratified" else None,
+                            population_shares=shares if run.sampling == "stratified" else None,
+                        )
+                        idx = idx[mine[sampler.labels[idx]]].to(device)
+                        batches[run.sampling] = self._real_batch(
+                            dataset.train.take(idx, device), ctx.real_y[idx], ctx.real_a[idx], dsa, dsa_params, stats
                         )
                     if bn_x is not None:
                         freeze_batchnorm(run.net, bn_x)
                     else:
                         run.net.train()
                     loss = self._outer_step(run, batches[run.sampling], ctx, dsa_params)
-                    run.losses.append(loss)
-                    if not torch.isfinite(run.images).all():
+                    # the loss over every class, and whether any process's images left the finite range
+                    status = rt.all_reduce(
+                        torch.tensor([loss, float((~torch.isfinite(run.images)).sum())], dtype=torch.float64)
+                    )
+                    run.losses.append(float(status[0]))
+                    if status[1] > 0:
                         raise FairDistillError(
                             f"{run.spec.name}: synthetic images became NaN/inf at iteration {it}, outer step {ol}; "
                             "lower the image learning rate"
@@ -304,7 +324,8 @@ class DC(Backbone):
                         config.iterations,
                         {r.spec.name: r.last_loss for r in runs},
                         {r.spec.name: r.images.detach() for r in runs},
-                        snapshot=functools.partial(snapshot_runs, runs, it + 1),
+                        snapshot=functools.partial(snapshot_runs, runs, it + 1, rt.gather_rows),
+                        classes=owned,
                     )
                 )
 
@@ -338,8 +359,8 @@ class DC(Backbone):
             assert run.net is not None
             train(
                 run.net,
-                run.images.detach(),
-                ctx.syn_labels,
+                ctx.gather(run.images.detach()),  # the whole synthetic set, from every process
+                ctx.all_labels,
                 epochs=ctx.inner,
                 generator=rng.generator(ctx.config.seed, "dc-inner", it, ol),
                 sgd=sgd,
@@ -350,7 +371,8 @@ class DC(Backbone):
         """The synthetic set a run hands back, with its metadata."""
         meta = synthetic_meta(ctx.dataset, run.spec, ctx.config)
         meta.update(sampling=run.sampling, outer_loop=ctx.outer, inner_loop=ctx.inner, final_loss=run.last_loss)
-        return SyntheticSet(run.images.detach().cpu().clone(), ctx.syn_labels.cpu(), meta)
+        # collective: every process gathers the whole set
+        return SyntheticSet(ctx.gather(run.images.detach()).cpu().clone(), ctx.all_labels.cpu(), meta)
 
     # ---- pieces ------------------------------------------------------------------------------
     @staticmethod
@@ -364,20 +386,13 @@ class DC(Backbone):
 
     @staticmethod
     def _real_batch(
-        x: Tensor,
-        y: Tensor,
-        a: Tensor,
-        dsa: DSA | None,
-        dsa_params: DSAParams | None,
-        k: int,
-        g: int,
-        shares: Tensor | None,
+        x: Tensor, y: Tensor, a: Tensor, dsa: DSA | None, dsa_params: DSAParams | None, stats: GroupStats
     ) -> _RealBatch:
+        """``stats``: the counts of the whole batch (every class), which the target's weights come from."""
         if dsa is not None and dsa_params is not None:
             with torch.no_grad():
                 x = dsa.apply(x, dsa_params, y)  # the class's transform: Siamese with the synthetic batch
-        stats = GroupStats.from_counts(y, a, k, g, population_shares=shares, dtype=x.dtype)
-        sizes = torch.bincount(y, minlength=k).tolist()
+        sizes = torch.bincount(y, minlength=stats.counts.shape[0]).tolist()
         return _RealBatch(x, y, a, stats, sizes)
 
     def _outer_step(self, run: _Run, batch: _RealBatch, ctx: MatchContext, dsa_params: DSAParams | None) -> float:
@@ -393,10 +408,11 @@ class DC(Backbone):
         matched = run.target.matched_classes(batch.stats).tolist()
         run.optimizer.zero_grad(set_to_none=True)
         total = run.images.new_zeros(())
+        first = ctx.first_class
         for c, n in enumerate(batch.sizes):
-            if n == 0 or not matched[c]:
+            if n == 0 or not matched[c]:  # (every class of another process has n == 0)
                 continue
-            sl = slice(c * ipc, (c + 1) * ipc)
+            sl = slice((c - first) * ipc, (c - first + 1) * ipc)
             x_syn, y_syn = self._class_images(run.images[sl], ctx.syn_labels[sl], ctx)
             if dsa is not None and dsa_params is not None:
                 x_syn = dsa.apply(x_syn, dsa_params, y_syn)
