@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_check.py [--iterations 30]
 
-1. the same seed twice on CUDA (DM COBRA, warm embedder, cmnist-fg-mini): max |difference| of the sets;
+1. the same seed twice on CUDA (DM COBRA, warm embedder, cmnist-fg-mini): max |difference| of the sets
+   (deterministic kernels on, the default; FAIRDISTILL_CUDA_DETERMINISTIC=0 turns them off);
 2. the nccl runtime, started as a 1-process torchrun would start it (RANK=0, WORLD_SIZE=1): its
    collectives on CUDA tensors, and a DM run under it against the plain single-process run;
 3. DC, IDC and CAFE on CUDA under the nccl runtime: a few iterations, finite images.
@@ -38,7 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("no CUDA GPU here: this script checks the CUDA paths")
-    out: dict = {"settings": vars(args)}
+    out: dict = {"settings": vars(args), "deterministic": runtime.deterministic_cuda()}
     kw = dict(preset="cobra", ipc=10, iterations=args.iterations, device="cuda", seed=0)
 
     t = time.perf_counter()

@@ -13,23 +13,31 @@ from fairdistill import runtime
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 SMALL = {
-    "dm": dict(iterations=3, warm_epochs=1),
-    "dc": dict(iterations=2, outer_loop=2, inner_loop=1),
-    "idc": dict(iterations=2, outer_loop=2, inner_loop=1, factor=2),
-    "cafe": dict(iterations=2, outer_loop=2, inner_loop=1),
+    "dm": dict(warm_epochs=1),
+    "dc": dict(outer_loop=1, inner_loop=1),
+    "idc": dict(outer_loop=1, inner_loop=1, factor=2),
+    "cafe": dict(outer_loop=1, inner_loop=1),
 }
 
 
 @pytest.mark.parametrize("backbone", list(SMALL))
-def test_every_backbone_runs_on_cuda_close_to_cpu(backbone):
-    kw = dict(preset="cobra", backbone=backbone, ipc=2, seed=1, **SMALL[backbone])
+def test_every_backbone_on_cuda_matches_cpu_on_the_first_iteration(backbone):
+    """Same draws on both devices (CPU generators): the first iteration's loss agrees to float rounding.
+
+    (Later iterations drift apart: other kernels round differently, and image steps amplify it.)
+    """
+    kw = dict(preset="cobra", backbone=backbone, ipc=2, seed=1, iterations=1, **SMALL[backbone])
     gpu = fd.distill("digits-fg", device="cuda", **kw)
     cpu = fd.distill("digits-fg", device="cpu", **kw)
     assert gpu.images.device.type == "cpu" and gpu.images.shape == cpu.images.shape
     assert torch.isfinite(gpu.images).all()
-    # same draws on both devices (CPU generators), other kernels: the sets agree to float rounding, amplified
-    # a little by a few image steps
-    assert torch.allclose(gpu.images, cpu.images, atol=1e-2), float((gpu.images - cpu.images).abs().max())
+    assert gpu.meta["final_loss"] == pytest.approx(cpu.meta["final_loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize("backbone", list(SMALL))
+def test_same_seed_twice_on_cuda_is_bit_identical(backbone):
+    kw = dict(preset="cobra", backbone=backbone, ipc=2, seed=4, iterations=3, device="cuda", **SMALL[backbone])
+    assert torch.equal(fd.distill("digits-fg", **kw).images, fd.distill("digits-fg", **kw).images)
 
 
 def test_evaluation_on_cuda():
@@ -62,4 +70,4 @@ def test_nccl_runtime_collectives(monkeypatch):
         os.environ.pop("WORLD_SIZE", None)
     monkeypatch.setattr(runtime, "_current", runtime.SingleProcess())
     plain = fd.distill("digits-fg", preset="vanilla", ipc=2, iterations=3, device="cuda", seed=2)
-    assert torch.allclose(under.images, plain.images, atol=1e-5)
+    assert torch.equal(under.images, plain.images)  # one process: the collectives are identities

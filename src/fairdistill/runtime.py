@@ -34,18 +34,49 @@ from .errors import FairDistillError
 log = logging.getLogger("fairdistill")
 
 
+#: cuBLAS needs this workspace setting for bit-reproducible results; it is read when cuBLAS starts, so it
+#: is set (unless the user set it) when fairdistill is imported, before any CUDA work of a command
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+#: ``FAIRDISTILL_CUDA_DETERMINISTIC=0`` trades reproducibility on CUDA for speed
+DETERMINISTIC_ENV = "FAIRDISTILL_CUDA_DETERMINISTIC"
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/"auto": CUDA when available, else CPU. Asking for CUDA without a GPU is an error."""
+    """``None``/"auto": CUDA when available, else CPU. Asking for CUDA without a GPU is an error.
+
+    A CUDA device switches torch to its deterministic kernels (:func:`deterministic_cuda`).
+    """
     if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = str(device)
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
-        raise FairDistillError(f"unknown device {name!r}; allowed: auto, cpu, cuda, cuda:N")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FairDistillError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
+        dev = device
+    elif device in (None, "auto"):
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        name = str(device)
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+            raise FairDistillError(f"unknown device {name!r}; allowed: auto, cpu, cuda, cuda:N")
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise FairDistillError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")
+        dev = torch.device(name)
+    if dev.type == "cuda":
+        deterministic_cuda()
+    return dev
+
+
+def deterministic_cuda() -> bool:
+    """Make CUDA runs repeatable: deterministic cuDNN convolutions, deterministic ``index_add_`` and friends.
+
+    Without it the same seed gives other synthetic sets on a GPU: atomic float additions (the
+    per-(class, group) sums, convolution gradients) land in another order each run, and the image
+    updates amplify the differences. Ops that have no deterministic CUDA kernel warn instead of
+    failing (DSA's ``grid_sample`` backward, which runs in float64, so its float32 result is
+    practically unaffected). Off with ``FAIRDISTILL_CUDA_DETERMINISTIC=0``. Returns whether it is on.
+    """
+    if os.environ.get(DETERMINISTIC_ENV, "1").lower() in ("0", "false", "off", "no"):
+        return False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return True
 
 
 def shard_range(n: int, rank: int, world_size: int) -> range:
