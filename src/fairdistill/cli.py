@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,6 +29,15 @@ err_console = Console(stderr=True)
 DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset key (see `fairdistill datasets`).")]
 DataRootOpt = Annotated[
     Path | None, typer.Option("--data-root", envvar="FAIRDISTILL_DATA", help="Folder holding on-disk datasets.")
+]
+StreamOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--stream/--no-stream",
+        help="Keep on-disk training images uint8 and decode a batch at a time (same results, far less memory); "
+        "default: the dataset's (npy streams, the benchmarks do not).",
+        show_default=False,
+    ),
 ]
 IpcOpt = Annotated[int, typer.Option("--ipc", help="Synthetic images per class.")]
 ItersOpt = Annotated[int | None, typer.Option("--iterations", help="Distillation iterations (default: the preset's).")]
@@ -143,6 +152,13 @@ def _progress(quiet: bool) -> Iterator:
         yield hook
 
 
+def _streamed(dataset: str, data_root: Path | None, stream: bool) -> Any:
+    """The dataset loaded with its training images streamed or not (see ``load_dataset(stream=...)``)."""
+    from .data import load_dataset
+
+    return load_dataset(dataset, data_root=data_root, stream=stream)
+
+
 def _split(names: str) -> list[str]:
     return [n.strip() for n in names.split(",") if n.strip()]
 
@@ -172,6 +188,7 @@ def distill(
     groups: GroupsOpt = None,
     checkpoint_every: CheckpointOpt = 50,
     resume: ResumeOpt = False,
+    stream: StreamOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -189,7 +206,7 @@ def distill(
         if not rt.is_main and not verbose:
             logging.getLogger("fairdistill").setLevel(logging.ERROR)  # one process speaks for the run
         synset = api.distill(
-            dataset,
+            dataset if stream is None else _streamed(dataset, data_root, stream),
             preset=preset,
             backbone=backbone,
             target=target,
@@ -295,6 +312,7 @@ def compare(
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Also write report.html and report.md into --out.")
     ] = True,
+    stream: StreamOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -306,7 +324,7 @@ def compare(
 
     with _user_errors(), _progress(quiet) as hook:
         result = api.compare(
-            dataset,
+            dataset if stream is None else _streamed(dataset, data_root, stream),
             methods=_split(methods),
             baselines=_split(baselines),
             preset=preset,

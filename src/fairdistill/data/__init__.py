@@ -14,6 +14,8 @@ from .dataset import FairDataset, FairSplit
 from .embedded import cmnist_mini, digits_fg
 from .faces import bffhq, celeba, utkface
 from .mnist import coloured_idx
+from .npyfolder import npy_folder
+from .store import Uint8Images
 
 DATASETS: Registry[Callable[..., FairDataset]] = Registry("dataset")
 
@@ -59,6 +61,11 @@ DATASETS.add(
     celeba,
     "CelebA (img_align_celeba + attribute and partition lists), 64 px; class Attractive, group Male by default",
 )
+DATASETS.add(
+    "npy",
+    npy_folder,
+    "Your own data: uint8 train/test images, labels and groups as .npy arrays in --data-root (streamed)",
+)
 
 #: datasets that are built from files inside installed packages (no data root needed)
 EMBEDDED = frozenset({"cmnist-fg-mini", "cmnist-bg-mini", "digits-fg"})
@@ -69,21 +76,34 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return DATASETS.list(pattern)
 
 
-def load_dataset(name: str, *, data_root: str | Path | None = None, **params: Any) -> FairDataset:
+def load_dataset(
+    name: str, *, data_root: str | Path | None = None, stream: bool | None = None, **params: Any
+) -> FairDataset:
     """Build the dataset registered as ``name``.
 
     ``data_root`` is where on-disk benchmarks live; the embedded datasets ignore it, but a root
-    that is given must exist.
+    that is given must exist. ``stream=True`` keeps the training pixels of an on-disk dataset in
+    their uint8 form (memory-mapped from the decoded cache) and decodes them a batch at a time
+    (:class:`~fairdistill.data.store.Uint8Images`); the images are bit-identical. None: the
+    dataset's default (``npy`` streams, the benchmarks do not).
     """
     builder = DATASETS.get(name)
     if data_root is not None and not Path(data_root).is_dir():
         raise FairDistillError(f"data root {str(data_root)!r} does not exist or is not a folder")
     if name not in EMBEDDED:
         params["data_root"] = data_root
+    if stream is not None:
+        if name in EMBEDDED and stream:
+            raise FairDistillError(
+                f"dataset {name!r} is small and held in memory; streaming applies to the on-disk datasets "
+                f"({', '.join(k for k in list_datasets() if k not in EMBEDDED)})"
+            )
+        if name not in EMBEDDED:
+            params["stream"] = stream
     try:
         return builder(**params)
     except TypeError as err:  # an unknown builder parameter
         raise FairDistillError(f"dataset {name!r}: {err}") from err
 
 
-__all__ = ["DATASETS", "FairDataset", "FairSplit", "list_datasets", "load_dataset"]
+__all__ = ["DATASETS", "FairDataset", "FairSplit", "Uint8Images", "list_datasets", "load_dataset"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib
 import pickle
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from ..rng import generator
 from .cache import cached_arrays
 from .dataset import FairDataset, FairSplit, normalise_uint8
 from .files import Layout, corrupt, data_root_from
+from .store import Uint8Images
 
 KEY = "cifar10-s"
 FOLDER = "cifar-10-batches-py"
@@ -251,6 +253,15 @@ def _decode(folder: Path, image_size: int) -> dict[str, np.ndarray]:
     }
 
 
+def _grayed(gray: np.ndarray, pixels: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Decode streamed training rows: grayscale where ``gray[row]``, then normalise."""
+    x = pixels.numpy()  # a fresh copy of the rows, safe to edit
+    g = gray[rows.numpy()]
+    if g.any():
+        x[g] = luma_uint8(x[g])
+    return normalise_uint8(x, MEAN, STD)
+
+
 def cifar10_s(
     *,
     data_root: str | Path | None = None,
@@ -259,6 +270,7 @@ def cifar10_s(
     image_size: int = 32,
     cache_dir: str | Path | None = None,
     cache: bool = True,
+    stream: bool = False,
 ) -> FairDataset:
     """CIFAR10-S from the CIFAR-10 python batches under ``data_root`` (else ``$FAIRDISTILL_DATA``).
 
@@ -270,6 +282,9 @@ def cifar10_s(
     seed : picks which images of a class are grayscale (the pixels do not depend on it)
     image_size : side of the square images; CIFAR's 32 unless resized (bilinear, antialiased)
     cache_dir, cache : where the decoded pixels are cached (see :mod:`fairdistill.data.cache`)
+    stream : keep the training pixels uint8 (memory-mapped from the cache) and decode them, grayscale
+        conversion included, a batch at a time (:class:`~fairdistill.data.store.Uint8Images`);
+        bit-identical images
 
     Returns a :class:`FairDataset` with groups 0 = grayscale, 1 = colour; the test split holds
     every test image in grayscale (first half) and in colour (second half).
@@ -290,11 +305,17 @@ def cifar10_s(
         cache=cache,
     )
 
-    train_x = np.array(arrays["train_images"], dtype=np.uint8)  # a private, writable copy
     train_y = torch.from_numpy(np.array(arrays["train_labels"], dtype=np.int64))
     groups = skewed_groups(train_y, skew, generator=generator(seed, "cifar10-s-groups"))
     gray = (groups == GRAY).numpy()
-    train_x[gray] = luma_uint8(train_x[gray])
+    if stream:
+        train_images: torch.Tensor | Uint8Images = Uint8Images(
+            arrays["train_images"], MEAN, STD, transform=partial(_grayed, gray), shape=arrays["train_images"].shape[1:]
+        )
+    else:
+        train_x = np.array(arrays["train_images"], dtype=np.uint8)  # a private, writable copy
+        train_x[gray] = luma_uint8(train_x[gray])
+        train_images = normalise_uint8(train_x, MEAN, STD)
 
     test_x = np.asarray(arrays["test_images"])
     test_y = torch.from_numpy(np.array(arrays["test_labels"], dtype=np.int64))
@@ -304,7 +325,7 @@ def cifar10_s(
 
     return FairDataset(
         name=KEY,
-        train=FairSplit(normalise_uint8(train_x, MEAN, STD), train_y, groups),
+        train=FairSplit(train_images, train_y, groups),
         test=FairSplit(normalise_uint8(test_pixels, MEAN, STD), test_y.repeat(2), test_groups),
         class_names=class_names,
         group_names=GROUP_NAMES,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from ..errors import FairDistillError
+from .store import Uint8Images
 
 Split = Literal["train", "test"]
 
@@ -23,11 +24,13 @@ UNLABELLED = -1
 class FairSplit:
     """One split: ``images`` (N, C, H, W) float32 in model space, ``labels`` and ``groups`` (N,) int64.
 
+    ``images`` is either a float32 tensor or a :class:`~fairdistill.data.store.Uint8Images` (a
+    *streamed* split: uint8 pixels, often on disk, decoded a batch at a time by :meth:`take`).
     A training image may carry group id :data:`UNLABELLED` (-1): its class is known, its group is
     not (see :mod:`fairdistill.data.groups`). Counts per (class, group) cover the labelled images only.
     """
 
-    images: Tensor
+    images: Tensor | Uint8Images
     labels: Tensor
     groups: Tensor
 
@@ -43,7 +46,20 @@ class FairSplit:
         x = self.images[index.cpu()]
         return x if device is None else x.to(device)
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are decoded on demand (a :class:`~fairdistill.data.store.Uint8Images`)."""
+        return isinstance(self.images, Uint8Images)
+
+    def in_memory(self) -> FairSplit:
+        """This split with its images as one float32 tensor (itself when it already is)."""
+        if not isinstance(self.images, Uint8Images):
+            return self
+        return FairSplit(self.images.materialise(), self.labels, self.groups)
+
     def subset(self, index: Tensor) -> FairSplit:
+        if isinstance(self.images, Uint8Images):  # stays streamed: only row numbers are kept
+            return FairSplit(self.images.select(index), self.labels[index], self.groups[index])
         return FairSplit(self.images[index], self.labels[index], self.groups[index])
 
     def counts(self, num_classes: int, num_groups: int) -> Tensor:
@@ -161,6 +177,17 @@ class FairDataset:
         std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
         return (images * std + mean).clamp(0, 1)
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the training images are decoded on demand (see :class:`FairSplit`)."""
+        return self.train.streamed
+
+    def in_memory(self) -> FairDataset:
+        """This dataset with both splits' images as float32 tensors (itself when already so)."""
+        if not (self.train.streamed or self.test.streamed):
+            return self
+        return replace(self, train=self.train.in_memory(), test=self.test.in_memory())
+
     def fingerprint(self) -> str:
         """A short hash of the builder's name and parameters (what reproduces this dataset)."""
         text = json.dumps({"name": self.name, "params": self.params}, sort_keys=True, default=str)
@@ -190,9 +217,14 @@ class FairDataset:
                 )
             if x.shape[1:] != self.train.images.shape[1:]:
                 raise FairDistillError(f"{self.name}: train and test images differ in shape")
-            lo, hi = torch.aminmax(x)  # one pass, no mask the size of the data; NaN propagates
-            if not (torch.isfinite(lo) and torch.isfinite(hi)):
-                raise FairDistillError(f"{self.name} {which}: images contain NaN or infinite values")
+            if isinstance(x, Uint8Images):
+                # uint8 pixels are always finite; scanning a streamed split would read it all
+                if x.mean != tuple(self.mean) or x.std != tuple(self.std):
+                    raise FairDistillError(f"{self.name} {which}: the image store's normalisation differs")
+            else:
+                lo, hi = torch.aminmax(x)  # one pass, no mask the size of the data; NaN propagates
+                if not (torch.isfinite(lo) and torch.isfinite(hi)):
+                    raise FairDistillError(f"{self.name} {which}: images contain NaN or infinite values")
             if y.dtype != torch.long or a.dtype != torch.long:
                 raise FairDistillError(f"{self.name} {which}: labels and groups must be int64 tensors")
             if int(y.min()) < 0 or int(y.max()) >= self.num_classes:

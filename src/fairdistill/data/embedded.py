@@ -22,6 +22,7 @@ from .. import rng
 from ..errors import FairDistillError
 from .colored import COLOUR_NAMES, Variant, balanced_groups, biased_groups, colourize, counterfactual_test
 from .dataset import FairDataset, FairSplit
+from .store import Uint8Images
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 NORM = (0.5, 0.5, 0.5)
@@ -138,12 +139,16 @@ def coloured_digits(
     test_colours: TestColours,
     class_names: tuple[str, ...] = DIGIT_NAMES,
     params: dict | None = None,
+    stream: bool = False,
 ) -> FairDataset:
     """Coloured digits from grayscale (train, test) pairs of (images (N, H, W), labels).
 
-    Images are float in [0, 1] or uint8. The train split gets the exact ``rho`` bias
-    (:func:`biased_groups`); the test split is group-balanced: ``counterfactual`` shows every test
-    image in every colour, ``balanced`` gives each test image one colour, dealt evenly per class.
+    Images are float in [0, 1] or uint8. ``stream``: the training images must be a uint8 numpy
+    array (typically memory-mapped from the cache); they stay so and are resized, coloured and
+    normalised a batch at a time (:class:`~fairdistill.data.store.Uint8Images`), bit-identically.
+    The train split gets the exact ``rho`` bias (:func:`biased_groups`); the test split is
+    group-balanced: ``counterfactual`` shows every test image in every colour, ``balanced`` gives
+    each test image one colour, dealt evenly per class.
     """
     if test_colours not in ("counterfactual", "balanced"):
         raise FairDistillError(f"unknown test_colours {test_colours!r}; allowed: balanced, counterfactual")
@@ -154,20 +159,34 @@ def coloured_digits(
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x
         return resize_digits(x, image_size) if image_size is not None else x
 
-    g_train, y_train = gray_of(train[0]), train[1]
+    def normalise(pixels: Tensor) -> Tensor:
+        return pixels.sub_(0.5).div_(0.5)  # in place: a full-size split is ~0.7 GB of floats
+
+    y_train = train[1]
     a_train = biased_groups(y_train, rho, generator=rng.generator(seed, "colours"))
+    if stream:
+        raw = train[0]
+        if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 3:
+            raise FairDistillError(f"streamed digits need uint8 (N, H, W) numpy pixels, got {type(raw).__name__}")
+        side = image_size if image_size is not None else raw.shape[-1]
+
+        def decode(pixels: Tensor, rows: Tensor) -> Tensor:
+            return normalise(colourize(gray_of(pixels), a_train[rows], variant))
+
+        train_images: Tensor | Uint8Images = Uint8Images(raw, NORM, NORM, transform=decode, shape=(3, side, side))
+    else:
+        g_train = gray_of(torch.as_tensor(train[0]))
+        side = int(g_train.shape[-1])
+        train_images = normalise(colourize(g_train, a_train, variant))
     if test_colours == "counterfactual":
         g_test, y_test, a_test = counterfactual_test(gray_of(test[0]), test[1])
     else:
         g_test, y_test = gray_of(test[0]), test[1]
         a_test = balanced_groups(y_test, generator=rng.generator(seed, "test-colours"))
 
-    def normalise(pixels: Tensor) -> Tensor:
-        return pixels.sub_(0.5).div_(0.5)  # in place: a full-size split is ~0.7 GB of floats
-
     return FairDataset(
         name=name,
-        train=FairSplit(normalise(colourize(g_train, a_train, variant)), y_train, a_train),
+        train=FairSplit(train_images, y_train, a_train),
         test=FairSplit(normalise(colourize(g_test, a_test, variant)), y_test, a_test),
         class_names=class_names,
         group_names=COLOUR_NAMES,
@@ -180,7 +199,7 @@ def coloured_digits(
             "variant": variant,
             "rho": rho,
             "seed": seed,
-            "image_size": int(g_train.shape[-1]),
+            "image_size": int(side),
             "test_colours": test_colours,
         },
     )

@@ -7,7 +7,9 @@ the shorter edge, offsets rounded as torchvision's ``CenterCrop`` does) and resi
 "aligned & cropped") and BFFHQ (128x128), so for them this is a plain resize; CelebA's aligned
 178x218 images become their central 178x178 square, the usual "CenterCrop(178) + Resize(64)"
 pipeline. Pixels are stored uint8 (N, 3, H, W) in the decoded-data cache
-(:func:`~fairdistill.data.cache.cached_arrays`) and normalised with mean = std = 0.5 per channel.
+(:func:`~fairdistill.data.cache.cached_arrays`) and normalised with mean = std = 0.5 per channel;
+with ``stream=True`` the training split keeps them uint8 (memory-mapped from the cache) and decodes
+a batch at a time (:class:`~fairdistill.data.store.Uint8Images`), with bit-identical results.
 
 Every file listing is sorted (by name, or by path relative to the dataset folder), so labels,
 splits and pixels are identical on any machine. Names starting with ``.`` (such as macOS's
@@ -35,6 +37,7 @@ from ..errors import FairDistillError, unknown_name
 from .cache import cached_arrays
 from .dataset import FairDataset, FairSplit, normalise_uint8
 from .files import Layout, MissingDataError, corrupt, data_root_from
+from .store import Uint8Images
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +105,18 @@ def _model_space(pixels: np.ndarray, index: np.ndarray | None = None) -> Tensor:
     return out
 
 
-def _split(pixels: np.ndarray, labels: np.ndarray, groups: np.ndarray, index: np.ndarray | None = None) -> FairSplit:
+def _split(
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    index: np.ndarray | None = None,
+    *,
+    stream: bool = False,
+) -> FairSplit:
+    """A split of ``pixels[index]``; ``stream``: kept as uint8 (memory-mapped) and decoded per batch."""
     y, a = (labels, groups) if index is None else (labels[index], groups[index])
     return FairSplit(
-        _model_space(pixels, index),
+        Uint8Images(pixels, NORM, NORM, rows=index) if stream else _model_space(pixels, index),
         torch.as_tensor(np.asarray(y, dtype=np.int64)),
         torch.as_tensor(np.asarray(a, dtype=np.int64)),
     )
@@ -220,6 +231,7 @@ def utkface(
     test_per_cell: int = 100,
     cache_dir: str | Path | None = None,
     cache: bool = True,
+    stream: bool = False,
 ) -> FairDataset:
     """UTKFace: class = age bin (<20, 20-39, >=40), group = race (White, Black, Asian, Indian).
 
@@ -290,7 +302,7 @@ def utkface(
     train_mask[test_idx] = False
     return FairDataset(
         name="utkface",
-        train=_split(pixels, labels, groups, np.flatnonzero(train_mask)),
+        train=_split(pixels, labels, groups, np.flatnonzero(train_mask), stream=stream),
         test=_split(pixels, labels, groups, test_idx),
         class_names=UTK_CLASSES,
         group_names=UTK_RACES,
@@ -328,6 +340,7 @@ def bffhq(
     image_size: int = 64,
     cache_dir: str | Path | None = None,
     cache: bool = True,
+    stream: bool = False,
 ) -> FairDataset:
     """BFFHQ: class = age (0 young, 1 old), group = gender (0 female, 1 male); 99.5% bias-aligned train.
 
@@ -388,7 +401,7 @@ def bffhq(
     test_attr = attrs["test"]
     return FairDataset(
         name="bffhq",
-        train=_split(arrays["train"], train_attr[:, 0], train_attr[:, 1]),
+        train=_split(arrays["train"], train_attr[:, 0], train_attr[:, 1], stream=stream),
         test=_split(arrays["test"], test_attr[:, 0], test_attr[:, 1]),
         class_names=BFFHQ_CLASSES,
         group_names=BFFHQ_GROUPS,
@@ -496,6 +509,7 @@ def celeba(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     cache: bool = True,
+    stream: bool = False,
 ) -> FairDataset:
     """CelebA: class = ``target`` attribute, group = ``sensitive`` attribute (1 -> 1, -1 -> 0).
 
@@ -581,7 +595,7 @@ def celeba(
     chosen = _cell_sample(y_test, a_test, cells, lambda n: per_cell, seed, ("celeba-test", target, sensitive))
     return FairDataset(
         name="celeba",
-        train=_split(arrays["train"], labels[train_rows], groups[train_rows]),
+        train=_split(arrays["train"], labels[train_rows], groups[train_rows], stream=stream),
         test=_split(arrays["test"], y_test, a_test, chosen),
         class_names=(f"not {target}", target),
         group_names=(f"not {sensitive}", sensitive),

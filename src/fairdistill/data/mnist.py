@@ -112,14 +112,22 @@ def coloured_idx(
     test_colours: TestColours = "balanced",
     cache_dir: str | Path | None = None,
     cache: bool = True,
+    stream: bool = False,
 ) -> FairDataset:
-    """C-MNIST / C-FMNIST ``variant`` ("fg" or "bg") from the IDX files under the data root."""
+    """C-MNIST / C-FMNIST ``variant`` ("fg" or "bg") from the IDX files under the data root.
+
+    ``stream``: the training digits stay uint8 (memory-mapped from the cache) and are padded,
+    coloured and normalised a batch at a time, with bit-identical images.
+    """
     arrays, folder = load_idx_pairs(key, source, data_root, cache_dir=cache_dir, cache=cache)
     what = "MNIST digits" if source == "mnist" else "FashionMNIST images"
     where = "foreground" if variant == "fg" else "background"
     return coloured_digits(
         key,
-        (torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"])),
+        (
+            arrays["train_images"] if stream else torch.from_numpy(arrays["train_images"]),
+            torch.from_numpy(arrays["train_labels"]),
+        ),
         (torch.from_numpy(arrays["test_images"]), torch.from_numpy(arrays["test_labels"])),
         variant=variant,
         rho=rho,
@@ -129,4 +137,5 @@ def coloured_idx(
         test_colours=test_colours,
         class_names=DIGIT_NAMES if source == "mnist" else FASHION_NAMES,
         params={"source": str(folder)},
+        stream=stream,
     )
