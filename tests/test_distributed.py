@@ -157,3 +157,17 @@ def test_torchrun_resume_and_statistics(tmp_path, backbone, nproc):
     mn = json.loads((tmp_path / "many" / "meta.json").read_text())
     assert mn["real_images_matched"] == m1["real_images_matched"]
     assert mn["final_loss"] == pytest.approx(m1["final_loss"], rel=1e-6)  # summed over processes in another order
+
+
+def test_torchrun_on_a_streamed_npy_folder_equals_one_process(tmp_path):
+    """Each process reads its own classes' rows from the uint8 files on disk, a batch at a time."""
+    from files_npy import write_npy
+
+    root = tmp_path / "data"
+    write_npy(root)
+    args = ["distill", "--dataset", "npy", "--data-root", str(root), "--preset", "cobra", "--ipc", "2"]
+    args += ["--iterations", "4", "--device", "cpu", "--checkpoint-every", "0", "--quiet"]
+    torchrun(2, "-m", "fairdistill", *args, "--out", str(tmp_path / "two"))
+    one = fd.distill("npy", data_root=root, preset="cobra", ipc=2, iterations=4, device="cpu")
+    two = load_synthetic(tmp_path / "two")
+    assert torch.equal(two.images, one.images) and two.meta["processes"] == 2
