@@ -434,8 +434,9 @@ def compare(
     the reason kept in ``result.report_skipped``).
     """
     timer = PhaseTimer()
-    rt = runtime.current()  # several processes under torchrun (cli: runtime.session), else one
-    dev = rt.device(device)
+    if runtime.current().world_size > 1:
+        raise FairDistillError("compare runs in one process; under torchrun only distill is sharded across processes")
+    dev = resolve_device(device)
     parse_groups(groups)  # a bad spelling fails before any work
     _check_resume_options(out, checkpoint_every, resume)
     profile = preset or default_profile(dev)
