@@ -108,6 +108,8 @@ def test_backbones_that_cannot_shard_are_refused_under_several_processes(monkeyp
         world_size = 2
 
     monkeypatch.setattr(runtime, "_current", Two())
+    with pytest.raises(FairDistillError, match="compare runs in one process"):
+        fd.compare("digits-fg", iterations=1, device="cpu")
     monkeypatch.setattr(type(get_backbone("dc")), "shards_classes", False)  # (every built-in backbone can)
     with pytest.raises(FairDistillError, match="cannot yet be sharded"):
         fd.distill("digits-fg", preset="cobra", backbone="dc", iterations=1, device="cpu")
