@@ -13,8 +13,9 @@ objects, so callers can take them in submission order or as they finish.
 * ``ray``: Ray tasks, one CPU-share each (``pip install ray``; imported only when used).
 
 CPU numbers depend on the thread count: a convolution's weight gradient and a matrix product sum
-over the batch in per-thread chunks, so 1 and 2 threads round differently (last bits, about 1e-7
-relative). A task run in a worker with ``threads`` threads therefore gives exactly what it gives in
+over the batch in per-thread chunks, so 1 and 2 threads round differently (last bits: after one
+backward, conv weight gradients differ by about 2e-7; many epochs of SGD carry that into a few
+different test predictions). A task run in a worker with ``threads`` threads therefore gives exactly what it gives in
 this process with ``torch.set_num_threads(threads)``, not necessarily what it gives with more.
 """
 
