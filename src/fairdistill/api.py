@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,17 @@ from .config import DistillConfig, EvalConfig, MethodSpec
 from .data import FairDataset, load_dataset
 from .data.groups import apply_group_options, parse_groups
 from .errors import FairDistillError, unknown_name
-from .evaluate import BASELINES, EvalResult, baseline_indices, epochs_for, evaluate_images
+from .evaluate import (
+    BASELINES,
+    EvalJob,
+    EvalResult,
+    baseline_indices,
+    epochs_for,
+    evaluate_images,
+    evaluate_sets,
+    evaluation_executor,
+)
+from .executor import EXECUTORS, check_workers, worker_threads
 from .presets import (
     DEFAULT_BACKBONE,
     PROFILES,
@@ -265,6 +276,8 @@ def evaluate(
     progress: Progress | None = None,
     eval_models: Sequence[str] | None = None,
     resume: bool = False,
+    eval_workers: int = 1,
+    eval_executor: str = "local",
 ) -> EvalResult:
     """Train fresh networks on a synthetic set and report ACC / DEO_M / DEO_A / ... on the real test set.
 
@@ -275,10 +288,15 @@ def evaluate(
     ``eval_models`` (e.g. ``["convnet", "alexnet", "vgg11", "resnet18"]``) trains ``num_models``
     networks of each architecture: ``result.by_model`` holds each one's result, the top level
     is the first one's (see :func:`fairdistill.evaluate.evaluate_images`).
+
+    ``eval_workers`` > 1 trains the models in that many worker processes (``eval_executor``:
+    ``local`` or ``ray``), each with its share of the torch threads; see
+    :func:`fairdistill.evaluate.evaluation_executor` for what that means for the numbers.
     """
     timer = PhaseTimer()
     dev = resolve_device(device)
     _check_resume_options(out, 0, resume)
+    _check_eval_workers(eval_workers, eval_executor)
     with timer.phase("load data"):
         synset = synthetic if isinstance(synthetic, SyntheticSet) else load_synthetic(synthetic)
         name = dataset if dataset is not None else synset.meta.get("dataset")
@@ -303,17 +321,20 @@ def evaluate(
         sweep = EvalSweep(partial_path(out), identity)
         remove_stale_temporaries(sweep.path.parent, [sweep.path.name, Path(out).name])
     done = sweep.load() if sweep is not None and resume else None
-    result = evaluate_images(
-        synset.images,
-        synset.labels,
-        data,
-        ecfg,
-        device=dev,
-        callback=cb,
-        done=done,
-        on_model=sweep.add if sweep is not None else None,
-    )
-    timer.add("evaluate", result.seconds)
+    start = time.perf_counter()
+    with evaluation_executor(data, eval_workers, eval_executor) or nullcontext() as pool:
+        result = evaluate_images(
+            synset.images,
+            synset.labels,
+            data,
+            ecfg,
+            device=dev,
+            callback=cb,
+            done=done,
+            on_model=sweep.add if sweep is not None else None,
+            executor=pool,
+        )
+    timer.add("evaluate", result.seconds if pool is None else time.perf_counter() - start)
     if out is not None:
         resolved = {
             "command": "evaluate",
@@ -338,10 +359,23 @@ def evaluate(
                 "rows": model_rows(result, ecfg),
                 "aggregates": result.aggregate(),
                 "resumed_models": sorted(done) if done else [],
+                **_workers_record(eval_workers, eval_executor),
                 "environment": environment(dev),
             },
         )
     return result
+
+
+def _check_eval_workers(workers: int, kind: str) -> None:
+    check_workers(workers)
+    EXECUTORS.get(kind).check_available()  # e.g. ray missing: say so before any work
+
+
+def _workers_record(workers: int, kind: str) -> dict[str, Any]:
+    """How evaluation models were spread over workers (nothing when they were trained here, one by one)."""
+    if workers == 1 and kind == "local":
+        return {}
+    return {"eval_workers": {"workers": workers, "executor": kind, "threads_per_worker": worker_threads(workers)}}
 
 
 def partial_path(out: str | Path) -> Path:
@@ -401,6 +435,8 @@ def compare(
     checkpoint_every: int = 0,
     resume: bool = False,
     report: bool = True,
+    eval_workers: int = 1,
+    eval_executor: str = "local",
     **overrides: Any,
 ) -> CompareResult:
     """Distil ``methods`` in lockstep and evaluate them beside the ``baselines``, all at ``ipc``.
@@ -432,6 +468,9 @@ def compare(
     With ``out`` and ``report`` (the default), :func:`fairdistill.report.report` also writes
     ``report.html`` and ``report.md`` there; without matplotlib that step is skipped (logged, and
     the reason kept in ``result.report_skipped``).
+
+    ``eval_workers`` > 1 trains the evaluation models of all methods and baselines side by side in
+    that many worker processes (``eval_executor``: ``local`` or ``ray``); see :func:`evaluate`.
     """
     timer = PhaseTimer()
     if runtime.current().world_size > 1:
@@ -439,6 +478,7 @@ def compare(
     dev = resolve_device(device)
     parse_groups(groups)  # a bad spelling fails before any work
     _check_resume_options(out, checkpoint_every, resume)
+    _check_eval_workers(eval_workers, eval_executor)
     profile = preset or default_profile(dev)
     PROFILES.get(profile)
     specs = [get_method(m, backbone).validate() for m in methods]  # the backbone's form of each recipe
@@ -485,6 +525,7 @@ def compare(
         train_sets[b] = (data.train.images[idx], data.train.labels[idx])
     rows: list[dict[str, Any]] = []
     resumed: dict[str, list[int]] = {}
+    jobs: dict[str, EvalJob] = {}
     for name, (x, y) in train_sets.items():
         cb = (lambda d, t, n=name: progress(f"evaluate {n}", d, t)) if progress else None
         sweep, done = None, None
@@ -493,20 +534,21 @@ def compare(
             sweep = EvalSweep(checkpoint_dir(out) / partial_name(name), ident)
             done = sweep.load(required=False) if resume else None
             resumed[name] = sorted(done or {})
-        results[name] = evaluate_images(
-            x,
-            y,
-            data,
-            ecfg,
-            device=dev,
-            epochs=epochs_for(name, ecfg),
-            callback=cb,
-            done=done,
-            on_model=sweep.add if sweep is not None else None,
-        )
-        timings[f"evaluate {name}"] = results[name].seconds
-        rows.extend(model_rows(results[name], ecfg, name))
-        log.info("evaluated %s in %.1f s", name, results[name].seconds)
+        on_model = sweep.add if sweep is not None else None
+        jobs[name] = EvalJob(x, y, name, epochs_for(name, ecfg), callback=cb, done=done, on_model=on_model)
+    start = time.perf_counter()
+    with evaluation_executor(data, eval_workers, eval_executor) or nullcontext() as pool:
+        if pool is None:  # one set after the other
+            outcome = ((n, evaluate_sets([j], data, ecfg, device=dev)[0]) for n, j in jobs.items())
+        else:  # the models of all sets side by side
+            outcome = zip(jobs, evaluate_sets(list(jobs.values()), data, ecfg, device=dev, executor=pool), strict=True)
+        for name, r in outcome:
+            results[name] = r
+            timings[f"evaluate {name}"] = r.seconds
+            rows.extend(model_rows(r, ecfg, name))
+            log.info("evaluated %s in %.1f s", name, r.seconds)
+    if pool is not None:  # the per-set seconds above are worker time
+        timings["evaluate (wall)"] = time.perf_counter() - start
     timer.seconds.update(timings)
 
     summary = {
@@ -547,6 +589,7 @@ def compare(
         "aggregates": {name: r.aggregate() for name, r in results.items()},
         **ckpt.record(),
         "resumed_models": resumed,
+        **_workers_record(eval_workers, eval_executor),
         "environment": environment(dev),
     }
     result = CompareResult(data.name, profile, results, synthetic, summary)

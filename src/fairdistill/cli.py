@@ -83,6 +83,16 @@ CheckpointOpt = Annotated[
         help="Save the distillation state to OUT/checkpoint/ every N iterations and at the end (0: never).",
     ),
 ]
+EvalWorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--eval-workers",
+        help="Train the evaluation models in N worker processes, each with its share of the threads (1: here).",
+    ),
+]
+EvalExecutorOpt = Annotated[
+    str, typer.Option("--eval-executor", help="Where the --eval-workers run: local (processes) or ray.")
+]
 ResumeOpt = Annotated[
     bool,
     typer.Option("--resume", help="Continue an interrupted run from what OUT holds (same settings required)."),
@@ -255,6 +265,8 @@ def evaluate(
         bool,
         typer.Option("--resume", help="Skip the models an interrupted run with this --out already finished."),
     ] = False,
+    eval_workers: EvalWorkersOpt = 1,
+    eval_executor: EvalExecutorOpt = "local",
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -279,6 +291,8 @@ def evaluate(
             progress=hook,
             eval_models=_split(eval_models) if eval_models else None,
             resume=resume,
+            eval_workers=eval_workers,
+            eval_executor=eval_executor,
         )
     title = f"{len(result.reports)} evaluation model(s)"
     _print_by_model({synthetic.name: {**result.aggregate(), "by_model": result.aggregates()}}, title=title)
@@ -313,6 +327,8 @@ def compare(
         bool, typer.Option("--report/--no-report", help="Also write report.html and report.md into --out.")
     ] = True,
     stream: StreamOpt = None,
+    eval_workers: EvalWorkersOpt = 1,
+    eval_executor: EvalExecutorOpt = "local",
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -345,6 +361,8 @@ def compare(
             checkpoint_every=checkpoint_every,
             resume=resume,
             report=report,
+            eval_workers=eval_workers,
+            eval_executor=eval_executor,
         )
     s = result.summary
     title = (

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +28,9 @@ from .metrics import FairnessReport, fairness_report
 from .models import create_model
 from .registry import Registry
 from .training import SGDConfig, init_weights, predict, train
+
+if TYPE_CHECKING:
+    from .executor import Executor
 
 HEADLINE = ("acc", "deo_m", "deo_a", "worst_group_acc", "suff_m", "suff_a")
 
@@ -99,6 +105,7 @@ def evaluate_images(
     callback: ModelCallback | None = None,
     done: Mapping[int, FairnessReport] | None = None,
     on_model: ModelDone | None = None,
+    executor: Executor | None = None,
 ) -> EvalResult:
     """Train ``config.num_models`` networks on (images, labels) and report fairness metrics on the test set.
 
@@ -111,16 +118,15 @@ def evaluate_images(
     ``config.architectures()`` order); ``done`` maps indices to reports of models already evaluated,
     reused instead of retrained (each model depends on its architecture and index only, so the
     result equals an uninterrupted sweep); ``on_model`` hears of each newly trained model.
+
+    ``executor`` (see :func:`evaluation_executor`): train the models there, in parallel, instead of
+    one after the other here (:func:`evaluate_sets`).
     """
+    if executor is not None:
+        job = EvalJob(images, labels, epochs=epochs, callback=callback, done=done, on_model=on_model)
+        return evaluate_sets([job], dataset, config, device=device, executor=executor)[0]
     config.validate()
-    if images.ndim != 4 or images.shape[1:] != dataset.train.images.shape[1:]:
-        raise FairDistillError(
-            f"images of shape {tuple(images.shape)} do not match the dataset's {tuple(dataset.train.images.shape[1:])}"
-        )
-    if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
-        raise FairDistillError(f"need as many labels as images (got {images.shape[0]} and {labels.shape[0]})")
-    if not torch.isfinite(images).all():
-        raise FairDistillError("training images contain NaN or infinite values")
+    _check_training_set(images, labels, dataset)
     archs = config.architectures()
     total = config.num_models * len(archs)
     results: dict[str, EvalResult] = {}
@@ -148,6 +154,17 @@ def evaluate_images(
     return EvalResult(head.reports, head.seeds, seconds, model=head.model, by_model=results)
 
 
+def _check_training_set(images: Tensor, labels: Tensor, dataset: FairDataset) -> None:
+    if images.ndim != 4 or images.shape[1:] != dataset.train.images.shape[1:]:
+        raise FairDistillError(
+            f"images of shape {tuple(images.shape)} do not match the dataset's {tuple(dataset.train.images.shape[1:])}"
+        )
+    if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+        raise FairDistillError(f"need as many labels as images (got {images.shape[0]} and {labels.shape[0]})")
+    if not torch.isfinite(images).all():
+        raise FairDistillError("training images contain NaN or infinite values")
+
+
 def _evaluate_architecture(
     images: Tensor,
     labels: Tensor,
@@ -163,11 +180,9 @@ def _evaluate_architecture(
 ) -> EvalResult:
     start = time.perf_counter()
     x, y = images.detach().to(device), labels.to(device)
-    test_x, test_y, test_a = dataset.test.images.to(device), dataset.test.labels, dataset.test.groups
+    test = TestSet.of(dataset)
+    test_x = test.images.to(device)
     dsa = DSA(strategy=dataset.dsa_strategy) if config.dsa else None
-    sgd = SGDConfig(
-        lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, batch_size=config.batch_size
-    )
     reports, seeds = [], []
     for j in range(config.num_models):
         seed = eval_seed(config, arch, j)
@@ -177,35 +192,252 @@ def _evaluate_architecture(
             if callback is not None:
                 callback(j + 1, config.num_models)
             continue
-        gen = torch.Generator().manual_seed(seed)
-        model = create_model(
-            arch,
-            channels=dataset.channels,
-            num_classes=dataset.num_classes,
-            image_size=dataset.image_size,
-            **config.kwargs_for(arch),
-        )
-        model = init_weights(model, gen).to(device)
-        train(model, x, y, epochs=epochs or config.epochs, generator=gen, sgd=sgd, dsa=dsa)
-        pred = predict(model, test_x).cpu()
-        reports.append(
-            fairness_report(
-                test_y,
-                pred,
-                sensitive_features=test_a,
-                n_classes=dataset.num_classes,
-                n_groups=dataset.num_groups,
-                empty_cells=config.empty_cells,  # type: ignore[arg-type]
-                class_names=dataset.class_names,
-                group_names=dataset.group_names,
-            )
-        )
+        reports.append(_train_and_test(x, y, test, test_x, config, arch, seed, epochs or config.epochs, device, dsa))
         seeds.append(seed)
         if on_model is not None:
             on_model(j, seed, reports[-1])
         if callback is not None:
             callback(j + 1, config.num_models)
     return EvalResult(reports, seeds, time.perf_counter() - start, model=arch)
+
+
+def _train_and_test(
+    x: Tensor,
+    y: Tensor,
+    test: TestSet,
+    test_x: Tensor,
+    config: EvalConfig,
+    arch: str,
+    seed: int,
+    epochs: int,
+    device: torch.device,
+    dsa: DSA | None,
+) -> FairnessReport:
+    """One evaluation model: initialised and shuffled from ``seed``, trained on (x, y), tested on ``test``."""
+    sgd = SGDConfig(
+        lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, batch_size=config.batch_size
+    )
+    gen = torch.Generator().manual_seed(seed)
+    model = create_model(
+        arch,
+        channels=test.channels,
+        num_classes=test.num_classes,
+        image_size=test.image_size,
+        **config.kwargs_for(arch),
+    )
+    model = init_weights(model, gen).to(device)
+    train(model, x, y, epochs=epochs, generator=gen, sgd=sgd, dsa=dsa)
+    pred = predict(model, test_x).cpu()
+    return fairness_report(
+        test.labels,
+        pred,
+        sensitive_features=test.groups,
+        n_classes=test.num_classes,
+        n_groups=test.num_groups,
+        empty_cells=config.empty_cells,  # type: ignore[arg-type]
+        class_names=test.class_names,
+        group_names=test.group_names,
+    )
+
+
+# ---- parallel evaluation ----------------------------------------------------------------------------
+def _arrays(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields with tensors as numpy arrays: pickled by value, leaving the parent's tensors alone."""
+    return {k: v.detach().cpu().numpy() if isinstance(v, Tensor) else v for k, v in vars(obj).items()}
+
+
+def _tensors(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+
+
+@dataclass
+class TestSet:
+    """What an evaluation model is tested on: the real test split and the dataset's shape facts.
+
+    Sent once to every evaluation worker (:func:`evaluation_executor`), not with every model.
+    """
+
+    images: Tensor
+    labels: Tensor
+    groups: Tensor
+    channels: int
+    image_size: tuple[int, int]
+    num_classes: int
+    num_groups: int
+    class_names: tuple[str, ...]
+    group_names: tuple[str, ...]
+    dsa_strategy: str
+
+    @classmethod
+    def of(cls, dataset: FairDataset) -> TestSet:
+        return cls(
+            dataset.test.images,
+            dataset.test.labels,
+            dataset.test.groups,
+            dataset.channels,
+            dataset.image_size,
+            dataset.num_classes,
+            dataset.num_groups,
+            tuple(dataset.class_names),
+            tuple(dataset.group_names),
+            dataset.dsa_strategy,
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _arrays(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(_tensors(state))
+
+
+@dataclass
+class _ModelTask:
+    """One evaluation model to train in a worker (the training set travels with it)."""
+
+    images: Tensor
+    labels: Tensor
+    config: EvalConfig
+    arch: str
+    seed: int
+    epochs: int
+    device: str
+
+    def __getstate__(self) -> dict[str, Any]:
+        return _arrays(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(_tensors(state))
+
+
+def _run_model_task(test: TestSet, task: _ModelTask) -> tuple[FairnessReport, float]:
+    """In a worker: one evaluation model's report and the seconds it took."""
+    start = time.perf_counter()
+    device = torch.device(task.device)
+    dsa = DSA(strategy=test.dsa_strategy) if task.config.dsa else None
+    x, y = task.images.to(device), task.labels.to(device)
+    test_x = test.images.to(device)
+    report = _train_and_test(x, y, test, test_x, task.config, task.arch, task.seed, task.epochs, device, dsa)
+    return report, time.perf_counter() - start
+
+
+def evaluation_executor(dataset: FairDataset, workers: int = 1, kind: str = "local") -> Executor | None:
+    """Where to train evaluation models: ``None`` (here, one after the other) for one local worker,
+    else an :class:`~fairdistill.executor.Executor` of ``kind`` holding ``dataset``'s test set.
+
+    Each of the ``workers`` gets an equal share of this process's torch threads (at least one).
+    On CPU, a model's numbers depend on the thread count it was trained with (last bits; see
+    :mod:`fairdistill.executor`), so parallel results equal a sequential run whose thread count is
+    the workers' share: with 2 threads and 2 workers, a sequential run at ``torch.set_num_threads(1)``.
+    Use it as a context manager (``with``), or call ``shutdown()``.
+    """
+    from .executor import EXECUTORS, check_workers, create_executor
+
+    check_workers(workers)
+    EXECUTORS.get(kind)
+    if workers == 1 and kind == "local":
+        return None
+    return create_executor(kind, workers, shared=TestSet.of(dataset))
+
+
+@dataclass
+class EvalJob:
+    """One training set for :func:`evaluate_sets`, with the hooks of :func:`evaluate_images`."""
+
+    images: Tensor
+    labels: Tensor
+    name: str = ""
+    epochs: int | None = None
+    callback: ModelCallback | None = None
+    done: Mapping[int, FairnessReport] | None = None
+    on_model: ModelDone | None = None
+
+
+def evaluate_sets(
+    jobs: Sequence[EvalJob],
+    dataset: FairDataset,
+    config: EvalConfig,
+    *,
+    device: torch.device,
+    executor: Executor | None = None,
+) -> list[EvalResult]:
+    """:func:`evaluate_images` for several training sets, all their models on one ``executor``.
+
+    Without an executor, the sets are evaluated one after the other, here. With one, every model
+    not in its job's ``done`` becomes one task and the tasks of all sets run side by side; each
+    result is recorded as it arrives (``on_model`` and ``callback`` are called here, in the order
+    models finish) and put at its place, so the results are those of a sequential run made with the
+    workers' thread count (same seeds, same order). A result's ``seconds`` is then the sum of its
+    models' training times in the workers, not wall time. A failing model raises a
+    :class:`FairDistillError` naming it; the tasks still running are left to the caller's shutdown.
+    """
+    if executor is None:
+        return [
+            evaluate_images(
+                j.images,
+                j.labels,
+                dataset,
+                config,
+                device=device,
+                epochs=j.epochs,
+                callback=j.callback,
+                done=j.done,
+                on_model=j.on_model,
+            )
+            for j in jobs
+        ]
+    config.validate()
+    for job in jobs:
+        _check_training_set(job.images, job.labels, dataset)
+    archs = config.architectures()
+    total = config.num_models * len(archs)
+    slots: list[dict[int, tuple[FairnessReport, float]]] = [{} for _ in jobs]
+    pending: dict[Future, tuple[int, int]] = {}
+    for k, job in enumerate(jobs):
+        done = {i: r for i, r in (job.done or {}).items() if 0 <= i < total}
+        for i in sorted(done):  # finished before an interruption
+            slots[k][i] = (done[i], 0.0)
+            if job.callback is not None:
+                job.callback(len(slots[k]), total)
+        images, labels = job.images.detach().cpu(), job.labels.cpu()
+        for i in range(total):
+            if i in done:
+                continue
+            arch = archs[i // config.num_models]
+            seed = eval_seed(config, arch, i % config.num_models)
+            task = _ModelTask(images, labels, config, arch, seed, job.epochs or config.epochs, str(device))
+            pending[executor.submit(_run_model_task, task)] = (k, i)
+    for future in as_completed(pending):
+        k, i = pending[future]
+        job = jobs[k]
+        arch, j = archs[i // config.num_models], i % config.num_models
+        slots[k][i] = _task_result(future, f"evaluation model {j} of {arch}" + (f" on {job.name}" if job.name else ""))
+        if job.on_model is not None:
+            job.on_model(i, eval_seed(config, arch, j), slots[k][i][0])
+        if job.callback is not None:
+            job.callback(len(slots[k]), total)
+    results = []
+    for k in range(len(jobs)):
+        per_arch = {}
+        for a, arch in enumerate(archs):
+            got = [slots[k][a * config.num_models + j] for j in range(config.num_models)]
+            seeds = [eval_seed(config, arch, j) for j in range(config.num_models)]
+            per_arch[arch] = EvalResult([r for r, _ in got], seeds, sum(s for _, s in got), model=arch)
+        head = per_arch[archs[0]]
+        if len(archs) == 1:
+            results.append(head)
+        else:
+            seconds = sum(r.seconds for r in per_arch.values())
+            results.append(EvalResult(head.reports, head.seeds, seconds, model=head.model, by_model=per_arch))
+    return results
+
+
+def _task_result(future: Future, what: str) -> tuple[FairnessReport, float]:
+    try:
+        return future.result()
+    except BrokenProcessPool as err:
+        raise FairDistillError(f"{what}: a worker process died (killed, or out of memory?)") from err
+    except Exception as err:
+        raise FairDistillError(f"{what} failed in a worker: {type(err).__name__}: {err}") from err
 
 
 # ---- baselines ---------------------------------------------------------------------------------
