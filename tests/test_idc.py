@@ -225,14 +225,15 @@ def test_api_compare_evaluates_the_decoded_set(digits16, monkeypatch):
     from fairdistill import api
 
     seen: dict[int, int] = {}
-    real_evaluate = api.evaluate_images
+    real_evaluate = api.evaluate_sets
 
-    def counting(images, labels, *args, **kwargs):
-        seen[len(seen)] = images.shape[0]
-        assert torch.equal(torch.bincount(labels, minlength=10), torch.full((10,), images.shape[0] // 10))
-        return real_evaluate(images, labels, *args, **kwargs)
+    def counting(jobs, *args, **kwargs):
+        for job in jobs:
+            seen[len(seen)] = job.images.shape[0]
+            assert torch.equal(torch.bincount(job.labels, minlength=10), torch.full((10,), job.images.shape[0] // 10))
+        return real_evaluate(jobs, *args, **kwargs)
 
-    monkeypatch.setattr(api, "evaluate_images", counting)
+    monkeypatch.setattr(api, "evaluate_sets", counting)
     res = api.compare(
         digits16,
         methods=("vanilla", "fixed-cobra"),
