@@ -25,7 +25,7 @@ import fairdistill.api as fd
 from fairdistill import runtime
 from fairdistill.artifacts import load_synthetic
 from fairdistill.backbones import get_backbone
-from fairdistill.backbones.base import check_shard
+from fairdistill.backbones.base import class_shard
 from fairdistill.cli import app
 from fairdistill.errors import FairDistillError
 from fairdistill.targets import GroupStats
@@ -75,7 +75,18 @@ def test_more_processes_than_classes_is_refused():
         world_size = 12
 
     with pytest.raises(FairDistillError, match="only 10 classes"):
-        check_shard(Many(), 10)
+        class_shard(Many(), 10, 2)
+
+
+def test_a_shard_names_its_classes_rows_and_real_images():
+    class Second(runtime.SingleProcess):
+        rank, world_size = 1, 3
+
+    shard = class_shard(Second(), 10, 2)  # 10 classes over 3 processes: 4 + 3 + 3
+    assert shard.owned == range(4, 7) and shard.classes == slice(4, 7) and shard.rows == slice(8, 14)
+    labels = torch.tensor([0, 4, 9, 6, 5, 7, 3, 4])
+    idx = torch.tensor([7, 0, 1, 2, 3, 4, 5, 6])
+    assert shard.keep(idx, labels).tolist() == [7, 1, 3, 4]  # classes 4..6, order kept
 
 
 def test_group_stats_summed_over_shards_equal_the_whole_batch():

@@ -66,8 +66,11 @@ log = logging.getLogger("fairdistill")
 Progress = Callable[[str, int, int], None]
 
 
-def _dataset(dataset: str | FairDataset, data_root: str | Path | None) -> FairDataset:
-    return dataset if isinstance(dataset, FairDataset) else load_dataset(dataset, data_root=data_root)
+def _dataset(dataset: str | FairDataset, data_root: str | Path | None, stream: bool | None = None) -> FairDataset:
+    """``dataset`` as is, or loaded by name (``stream``: see :func:`~fairdistill.data.load_dataset`)."""
+    if isinstance(dataset, FairDataset):
+        return dataset
+    return load_dataset(dataset, data_root=data_root, stream=stream)
 
 
 # ---- distill -----------------------------------------------------------------------------------
@@ -92,6 +95,7 @@ def distill(
     groups: str | None = None,
     checkpoint_every: int = 0,
     resume: bool = False,
+    stream: bool | None = None,
     **overrides: Any,
 ) -> SyntheticSet:
     """Distil one synthetic set.
@@ -108,6 +112,9 @@ def distill(
     clusters, then ``group_label_noise`` flips that share of them, then ``group_label_fraction`` keeps
     that share (the rest unlabelled). What was done is in ``meta["group_labels"]``.
 
+    ``stream=True`` keeps an on-disk dataset's training images uint8 and decodes a batch at a time
+    (same images, far less memory; see :func:`~fairdistill.data.load_dataset`).
+
     Resuming (needs ``out``): ``checkpoint_every=N`` saves the run's state to
     ``out/checkpoint/distill.safetensors`` every N iterations and after the last one; ``resume=True``
     continues from that checkpoint (refused if it was written with other settings) and gives the
@@ -123,7 +130,7 @@ def distill(
     method = replace(p.method, **{k: v for k, v in knobs.items() if v is not None}).resolved().validate()
     config = _override(p.distill, iterations=iterations, **overrides)
     with timer.phase("load data"):
-        data = _dataset(dataset, data_root)
+        data = _dataset(dataset, data_root, stream)
         data, group_record = apply_group_options(
             data, groups=groups, noise=group_label_noise, fraction=group_label_fraction, seed=seed, device=dev
         )
@@ -437,6 +444,7 @@ def compare(
     report: bool = True,
     eval_workers: int = 1,
     eval_executor: str = "local",
+    stream: bool | None = None,
     **overrides: Any,
 ) -> CompareResult:
     """Distil ``methods`` in lockstep and evaluate them beside the ``baselines``, all at ``ipc``.
@@ -471,6 +479,7 @@ def compare(
 
     ``eval_workers`` > 1 trains the evaluation models of all methods and baselines side by side in
     that many worker processes (``eval_executor``: ``local`` or ``ray``); see :func:`evaluate`.
+    ``stream`` as in :func:`distill`.
     """
     timer = PhaseTimer()
     if runtime.current().world_size > 1:
@@ -490,7 +499,7 @@ def compare(
     dcfg = _override(dcfg, iterations=iterations, **overrides)
     ecfg = _override(ecfg, num_models=num_models, epochs=epochs, eval_models=_names(eval_models))
     with timer.phase("load data"):
-        data = _dataset(dataset, data_root)
+        data = _dataset(dataset, data_root, stream)
     data_record = _data_record(data)  # the true groups, before any transform of the training labels
     start = time.perf_counter()
     data, group_record = apply_group_options(
@@ -538,15 +547,13 @@ def compare(
         jobs[name] = EvalJob(x, y, name, epochs_for(name, ecfg), callback=cb, done=done, on_model=on_model)
     start = time.perf_counter()
     with evaluation_executor(data, eval_workers, eval_executor) or nullcontext() as pool:
-        if pool is None:  # one set after the other
-            outcome = ((n, evaluate_sets([j], data, ecfg, device=dev)[0]) for n, j in jobs.items())
-        else:  # the models of all sets side by side
-            outcome = zip(jobs, evaluate_sets(list(jobs.values()), data, ecfg, device=dev, executor=pool), strict=True)
-        for name, r in outcome:
-            results[name] = r
-            timings[f"evaluate {name}"] = r.seconds
-            rows.extend(model_rows(r, ecfg, name))
-            log.info("evaluated %s in %.1f s", name, r.seconds)
+        # without a pool one set after the other, with one the models of all sets side by side
+        evaluated = evaluate_sets(list(jobs.values()), data, ecfg, device=dev, executor=pool)
+    for name, r in zip(jobs, evaluated, strict=True):
+        results[name] = r
+        timings[f"evaluate {name}"] = r.seconds
+        rows.extend(model_rows(r, ecfg, name))
+        log.info("evaluated %s in %.1f s", name, r.seconds)
     if pool is not None:  # the per-set seconds above are worker time
         timings["evaluate (wall)"] = time.perf_counter() - start
     timer.seconds.update(timings)

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -162,13 +162,6 @@ def _progress(quiet: bool) -> Iterator:
         yield hook
 
 
-def _streamed(dataset: str, data_root: Path | None, stream: bool) -> Any:
-    """The dataset loaded with its training images streamed or not (see ``load_dataset(stream=...)``)."""
-    from .data import load_dataset
-
-    return load_dataset(dataset, data_root=data_root, stream=stream)
-
-
 def _split(names: str) -> list[str]:
     return [n.strip() for n in names.split(",") if n.strip()]
 
@@ -216,7 +209,8 @@ def distill(
         if not rt.is_main and not verbose:
             logging.getLogger("fairdistill").setLevel(logging.ERROR)  # one process speaks for the run
         synset = api.distill(
-            dataset if stream is None else _streamed(dataset, data_root, stream),
+            dataset,
+            stream=stream,
             preset=preset,
             backbone=backbone,
             target=target,
@@ -340,7 +334,8 @@ def compare(
 
     with _user_errors(), _progress(quiet) as hook:
         result = api.compare(
-            dataset if stream is None else _streamed(dataset, data_root, stream),
+            dataset,
+            stream=stream,
             methods=_split(methods),
             baselines=_split(baselines),
             preset=preset,

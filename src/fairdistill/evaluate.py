@@ -147,8 +147,13 @@ def evaluate_images(
             done=finished,
             on_model=tell,
         )
-    head = results[archs[0]]
-    if len(archs) == 1:
+    return _headline(results)
+
+
+def _headline(results: dict[str, EvalResult]) -> EvalResult:
+    """One set's result over architectures: the first one's alone, or it with every one's in ``by_model``."""
+    head = next(iter(results.values()))
+    if len(results) == 1:
         return head
     seconds = sum(r.seconds for r in results.values())
     return EvalResult(head.reports, head.seeds, seconds, model=head.model, by_model=results)
@@ -422,12 +427,7 @@ def evaluate_sets(
             got = [slots[k][a * config.num_models + j] for j in range(config.num_models)]
             seeds = [eval_seed(config, arch, j) for j in range(config.num_models)]
             per_arch[arch] = EvalResult([r for r, _ in got], seeds, sum(s for _, s in got), model=arch)
-        head = per_arch[archs[0]]
-        if len(archs) == 1:
-            results.append(head)
-        else:
-            seconds = sum(r.seconds for r in per_arch.values())
-            results.append(EvalResult(head.reports, head.seeds, seconds, model=head.model, by_model=per_arch))
+        results.append(_headline(per_arch))
     return results
 
 

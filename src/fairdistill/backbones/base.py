@@ -127,7 +127,11 @@ def snapshot_runs(runs: Sequence[Any], done: int, gather: Callable[[Tensor], Ten
     """
     out = {}
     for run in runs:
-        ms = capture(run.images, run.optimizer, {f: getattr(run, f) for f in _resume_fields(run)})
+        extra = {f: getattr(run, f) for f in _resume_fields(run)}
+        # the checkpoint keeps these as JSON: tensors (counters) as nested lists
+        ms = capture(
+            run.images, run.optimizer, {f: v.tolist() if isinstance(v, Tensor) else v for f, v in extra.items()}
+        )
         if gather is not None:
             local = tuple(ms.images.shape)
             for entries in ms.optimizer.get("state", {}).values():
@@ -176,6 +180,8 @@ def resume_runs(
                 value, current = saved.extra[key], getattr(run, key)
                 if isinstance(current, tuple):  # JSON gives lists back
                     value = tuple(value)
+                elif isinstance(current, Tensor):
+                    value = torch.tensor(value, dtype=current.dtype, device=current.device)
                 elif isinstance(current, float):
                     value = float("nan") if value is None else float(value)
                 setattr(run, key, value)
@@ -191,14 +197,53 @@ def check_methods(methods: Sequence[MethodSpec]) -> None:
         raise FairDistillError(f"method names must be unique, got {names}")
 
 
-def check_shard(rt: Runtime, num_classes: int) -> range:
+@dataclass(frozen=True)
+class Shard:
+    """This process's block of classes in a class-sharded run (every class in a single process).
+
+    ``owned``: the class ids; ``classes``: the same as a slice of the class axis; ``rows``: their
+    synthetic images in a class-ordered set of ``ipc`` per class.
+    """
+
+    owned: range
+    num_classes: int
+    ipc: int
+
+    @property
+    def classes(self) -> slice:
+        return slice(self.owned.start, self.owned.stop)
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.owned.start * self.ipc, self.owned.stop * self.ipc)
+
+    def keep(self, idx: Tensor, labels: Tensor) -> Tensor:
+        """The indices ``idx`` (into a split with class ``labels``) whose class this process owns, in order."""
+        lab = labels[idx]
+        return idx[(lab >= self.owned.start) & (lab < self.owned.stop)]
+
+
+def class_shard(rt: Runtime, num_classes: int, ipc: int) -> Shard:
     """This process's classes in a class-sharded run; every process needs at least one."""
     if rt.world_size > num_classes:
         raise FairDistillError(
             f"{rt.world_size} processes but only {num_classes} classes: classes are sharded across processes, "
             f"so start at most {num_classes} (torchrun --nproc_per_node)"
         )
-    return rt.shard(num_classes)
+    return Shard(rt.shard(num_classes), num_classes, ipc)
+
+
+def total_and_check(rt: Runtime, name: str, loss: float | Tensor, images: Tensor, where: str) -> float:
+    """``loss`` summed over the processes; raises if any process's synthetic images left the finite range.
+
+    One all-reduce for both, so that every process stops together (a process raising alone would
+    leave the others waiting in the next collective).
+    """
+    loss = loss.detach() if isinstance(loss, Tensor) else torch.tensor(loss)
+    status = rt.all_reduce(torch.stack([loss.double().cpu(), (~torch.isfinite(images)).sum().double().cpu()]))
+    if status[1] > 0:
+        raise FairDistillError(f"{name}: synthetic images became NaN/inf at {where}; lower the image learning rate")
+    return float(status[0])
 
 
 def check_ipc(dataset: FairDataset, ipc: int) -> None:

@@ -86,12 +86,13 @@ from .base import (
     IterationCallback,
     IterationState,
     check_methods,
-    check_shard,
+    class_shard,
     initial_images,
     make_network,
     resume_runs,
     snapshot_runs,
     synthetic_meta,
+    total_and_check,
 )
 from .dc import BN_IMAGES_PER_CLASS, INNER_BATCH, dc_loops, freeze_batchnorm, has_batchnorm
 
@@ -348,14 +349,10 @@ class CAFE(Backbone):
         outer, inner = dc_loops(config)
         stop = InnerStop.from_config(config)
         rt = runtime.current()
-        owned = check_shard(rt, k)  # this process's classes (all of them in a single process)
-        classes = slice(owned.start, owned.stop)
-        rows = slice(owned.start * config.ipc, owned.stop * config.ipc)  # their synthetic images
+        shard = class_shard(rt, k, config.ipc)  # this process's classes (all of them in a single process)
         init_x, all_labels = initial_images(dataset, config)
-        syn_labels, all_labels = all_labels[rows].to(device), all_labels.to(device)
-        runs = [self._start(m, config, init_x[rows].to(device)) for m in methods]
-        mine = torch.zeros(k, dtype=torch.bool)
-        mine[classes] = True
+        syn_labels, all_labels = all_labels[shard.rows].to(device), all_labels.to(device)
+        runs = [self._start(m, config, init_x[shard.rows].to(device)) for m in methods]
 
         real_y, real_a = dataset.train.labels.to(device), dataset.train.groups.to(device)
         sampler = RealSampler(dataset.train, k, g)
@@ -365,7 +362,7 @@ class CAFE(Backbone):
         # the architecture is the same every iteration: check the layer weights against it up front
         weights = resolve_layer_weights(config, num_layers(make_network(dataset, config, "cafe-net", 0, device=device)))
 
-        for it in range(resume_runs(runs, resume, config, rows), config.iterations):
+        for it in range(resume_runs(runs, resume, config, shard.rows), config.iterations):
             net = make_network(dataset, config, "cafe-net", it, device=device)
             bn = has_batchnorm(net)
             lr = image_lr(config, it)
@@ -389,7 +386,7 @@ class CAFE(Backbone):
                         idx = sampler.draw(run.sampling, config.batch_real, gen)
                         # classes in order (draws already are), so the processes' parts concatenate to the batch
                         idx = idx[torch.argsort(sampler.labels[idx], stable=True)]
-                        idx = idx[mine[sampler.labels[idx]]].to(device)  # this process's classes
+                        idx = shard.keep(idx, sampler.labels).to(device)  # this process's classes
                         x, y = dataset.train.take(idx, device), real_y[idx]
                         if dsa is not None and dsa_params is not None:
                             with torch.no_grad():
@@ -401,19 +398,22 @@ class CAFE(Backbone):
                         run.net.train()
                     step_shares = shares if run.sampling == "stratified" else None
                     feat, disc = self._outer_step(
-                        run, batches[run.sampling], syn_labels, config, weights, k, g, step_shares, dsa, dsa_params
+                        run,
+                        batches[run.sampling],
+                        syn_labels,
+                        config,
+                        weights,
+                        k,
+                        g,
+                        step_shares,
+                        dsa,
+                        dsa_params,
+                        shard.classes,
                     )
-                    # the feature loss over every class (each process's own classes), the discrimination
-                    # term as is (every process computes it whole), and whether any images left the finite range
-                    status = rt.all_reduce(
-                        torch.tensor([feat, float((~torch.isfinite(run.images)).sum())], dtype=torch.float64)
-                    )
-                    run.losses.append((float(status[0]), disc))
-                    if status[1] > 0:
-                        raise FairDistillError(
-                            f"{run.spec.name}: synthetic images became NaN/inf at iteration {it}, outer step {ol}; "
-                            "lower the image learning rate"
-                        )
+                    # the feature loss summed over the processes (each matches its own classes); the
+                    # discrimination term as it is (every process computes it whole)
+                    feat = total_and_check(rt, run.spec.name, feat, run.images, f"iteration {it}, outer step {ol}")
+                    run.losses.append((feat, disc))
                     if ol < outer - 1 and inner > 0:
                         epochs, reason = train_inner(
                             run.net,
@@ -441,7 +441,7 @@ class CAFE(Backbone):
                         {r.spec.name: r.last_loss for r in runs},
                         {r.spec.name: r.images.detach() for r in runs},
                         snapshot=functools.partial(snapshot_runs, runs, it + 1, rt.gather_rows),
-                        classes=owned,
+                        classes=shard.owned,
                     )
                 )
 
@@ -489,8 +489,12 @@ class CAFE(Backbone):
         shares: Tensor | None,
         dsa: DSA | None,
         dsa_params: DSAParams | None,
+        classes: slice = ALL,
     ) -> tuple[float, float]:
-        """Layer-wise matching + discrimination, one image step; returns the two losses."""
+        """Layer-wise matching + discrimination, one image step; returns the two losses.
+
+        ``classes``: the classes whose synthetic images ``run`` holds (one process's share of a sharded run).
+        """
         net = run.net
         assert net is not None
         rt = runtime.current()
@@ -502,8 +506,7 @@ class CAFE(Backbone):
             x_syn = dsa.apply(x_syn, dsa_params, syn_labels)  # the class's transform: Siamese with the real batch
         own = len(syn_labels) // config.ipc
         syn_means = [f.view(own, config.ipc, -1).mean(1) for f in layer_features(net, x_syn)]
-        first = int(syn_labels[0]) if own else 0
-        feat = feature_loss(run.target, stats, syn_means, run.distance, weights, slice(first, first + own))
+        feat = feature_loss(run.target, stats, syn_means, run.distance, weights, classes)
         disc = feat.new_zeros(())
         if config.disc_weight > 0:
             # the term couples all classes: the whole real batch against every class's centre, of which

@@ -71,12 +71,13 @@ from .base import (
     IterationCallback,
     IterationState,
     check_methods,
-    check_shard,
+    class_shard,
     initial_images,
     make_network,
     resume_runs,
     snapshot_runs,
     synthetic_meta,
+    total_and_check,
 )
 
 #: published (outer_loop, inner_loop) by IPC (Zhao et al. 2021); every IPC above 50 gets (100, 10)
@@ -240,20 +241,19 @@ class DC(Backbone):
         k, g = dataset.num_classes, dataset.num_train_groups  # the training split's groups (may be pseudo-groups)
         outer, inner = self._loops(config)
         rt = runtime.current()
-        owned = check_shard(rt, k)  # this process's classes (all of them in a single process)
-        rows = slice(owned.start * config.ipc, owned.stop * config.ipc)  # their stored synthetic images
+        shard = class_shard(rt, k, config.ipc)  # this process's classes (all of them in a single process)
         init_x, all_labels = self._initial_images(dataset, config)
-        runs = [self._start(m, config, init_x[rows].to(device)) for m in methods]
+        runs = [self._start(m, config, init_x[shard.rows].to(device)) for m in methods]
         ctx = MatchContext(
             dataset=dataset,
             config=config,
             device=device,
             outer=outer,
             inner=inner,
-            syn_labels=all_labels[rows].to(device),
+            syn_labels=all_labels[shard.rows].to(device),
             all_labels=all_labels.to(device),
             gather=rt.gather_rows,
-            first_class=owned.start,
+            first_class=shard.owned.start,
             real_y=dataset.train.labels.to(device),
             real_a=dataset.train.groups.to(device),
             dsa=DSA(strategy=dataset.dsa_strategy) if config.dsa else None,
@@ -261,10 +261,8 @@ class DC(Backbone):
         sampler = RealSampler(dataset.train, k, g)
         shares = dataset.group_shares().to(device)
         dsa = ctx.dsa
-        mine = torch.zeros(k, dtype=torch.bool)
-        mine[owned.start : owned.stop] = True
 
-        for it in range(resume_runs(runs, resume, config, rows), config.iterations):
+        for it in range(resume_runs(runs, resume, config, shard.rows), config.iterations):
             net = make_network(dataset, config, "dc-net", it, device=device)
             bn = has_batchnorm(net)
             for run in runs:
@@ -294,7 +292,7 @@ class DC(Backbone):
                             g,
                             population_shares=shares if run.sampling == "stratified" else None,
                         )
-                        idx = idx[mine[sampler.labels[idx]]].to(device)
+                        idx = shard.keep(idx, sampler.labels).to(device)
                         batches[run.sampling] = self._real_batch(
                             dataset.train.take(idx, device), ctx.real_y[idx], ctx.real_a[idx], dsa, dsa_params, stats
                         )
@@ -303,16 +301,8 @@ class DC(Backbone):
                     else:
                         run.net.train()
                     loss = self._outer_step(run, batches[run.sampling], ctx, dsa_params)
-                    # the loss over every class, and whether any process's images left the finite range
-                    status = rt.all_reduce(
-                        torch.tensor([loss, float((~torch.isfinite(run.images)).sum())], dtype=torch.float64)
-                    )
-                    run.losses.append(float(status[0]))
-                    if status[1] > 0:
-                        raise FairDistillError(
-                            f"{run.spec.name}: synthetic images became NaN/inf at iteration {it}, outer step {ol}; "
-                            "lower the image learning rate"
-                        )
+                    where = f"iteration {it}, outer step {ol}"
+                    run.losses.append(total_and_check(rt, run.spec.name, loss, run.images, where))
                 if ol < outer - 1 and inner > 0:
                     self._update_networks(runs, ctx, state, it, ol)
             for run in runs:
@@ -325,7 +315,7 @@ class DC(Backbone):
                         {r.spec.name: r.last_loss for r in runs},
                         {r.spec.name: r.images.detach() for r in runs},
                         snapshot=functools.partial(snapshot_runs, runs, it + 1, rt.gather_rows),
-                        classes=owned,
+                        classes=shard.owned,
                     )
                 )
 

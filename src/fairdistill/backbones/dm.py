@@ -34,7 +34,6 @@ from ..data.dataset import FairDataset
 from ..data.sampling import RealSampler
 from ..distances import DISTANCES, Distance, get_distance
 from ..embedders import Embedder, WarmEmbedder, create_embedder, warm_epochs_for
-from ..errors import FairDistillError
 from ..targets import GroupStats, Target, get_target, resolve_sampling
 from . import BACKBONES
 from .base import (
@@ -42,12 +41,13 @@ from .base import (
     IterationCallback,
     IterationState,
     check_methods,
-    check_shard,
+    class_shard,
     initial_images,
     make_network,
     resume_runs,
     snapshot_runs,
     synthetic_meta,
+    total_and_check,
 )
 
 
@@ -67,8 +67,8 @@ class _Run:
     images: Tensor
     optimizer: torch.optim.Optimizer
     last_loss: float = float("nan")
-    #: real images matched so far per (class, group) (K x G, every process's classes)
-    matched: list = field(default_factory=list)
+    #: real images matched so far per (class, group) (K x G int64, every process's classes)
+    matched: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     RESUME_FIELDS = ("last_loss", "matched")
 
@@ -95,25 +95,21 @@ class DM(Backbone):
         check_methods(methods)
         k, g = dataset.num_classes, dataset.num_train_groups  # the training split's groups (may be pseudo-groups)
         rt = runtime.current()
-        owned = check_shard(rt, k)  # this process's classes (all of them in a single process)
-        classes = slice(owned.start, owned.stop)
-        rows = slice(owned.start * config.ipc, owned.stop * config.ipc)  # their synthetic images
+        shard = class_shard(rt, k, config.ipc)  # this process's classes (all of them in a single process)
         init_x, all_labels = initial_images(dataset, config)
-        syn_labels = all_labels[rows].to(device)
-        runs = [self._start(m, config, init_x[rows].to(device)) for m in methods]
+        syn_labels = all_labels[shard.rows].to(device)
+        runs = [self._start(m, config, init_x[shard.rows].to(device)) for m in methods]
         for run in runs:
-            run.matched = [[0] * g for _ in range(k)]
+            run.matched = torch.zeros(k, g, dtype=torch.long)
 
         real_y, real_a = dataset.train.labels.to(device), dataset.train.groups.to(device)
         sampler = RealSampler(dataset.train, k, g)
-        mine = torch.zeros(k, dtype=torch.bool)
-        mine[classes] = True
         shares = dataset.group_shares().to(device)
         dsa = DSA(strategy=dataset.dsa_strategy) if config.dsa else None
         # distribution targets (bary-w2) match per-sample features: keep them with the real statistics
         keep_samples = any(run.target.uses_samples for run in runs)
 
-        for it in range(resume_runs(runs, resume, config, rows), config.iterations):
+        for it in range(resume_runs(runs, resume, config, shard.rows), config.iterations):
             net = make_network(dataset, config, "dm-net", it, device=device)
             for p in net.parameters():
                 p.requires_grad_(False)
@@ -134,7 +130,7 @@ class DM(Backbone):
                     idx = sampler.draw(
                         run.sampling, config.batch_real, rng.generator(config.seed, "dm-real", run.sampling, it)
                     )
-                    idx = idx[mine[sampler.labels[idx]]].to(device)  # this process embeds its classes' images
+                    idx = shard.keep(idx, sampler.labels).to(device)  # this process embeds its classes' images
                     local = self._real_stats(
                         embed_net,
                         dataset.train.take(idx, device),
@@ -150,25 +146,18 @@ class DM(Backbone):
                     # every class's sums and counts on every process: a target may solve over all of them
                     real_stats[key] = local.all_reduced(rt.all_reduce, shares if run.sampling == "stratified" else None)
                 stats_now[run.spec.name] = real_stats[key]
-                run.matched = (torch.tensor(run.matched) + real_stats[key].counts.round().long().cpu()).tolist()
-                syn_feat = self._embed(embed_net, run.images, syn_labels, dsa, params).view(len(owned), config.ipc, -1)
+                run.matched += real_stats[key].counts.round().long().cpu()
+                syn_feat = self._embed(embed_net, run.images, syn_labels, dsa, params).view(
+                    len(shard.owned), config.ipc, -1
+                )
                 if run.target.uses_samples:
-                    loss = run.target.sample_loss(real_stats[key], syn_feat, classes)
+                    loss = run.target.sample_loss(real_stats[key], syn_feat, shard.classes)
                 else:
-                    loss = run.target.loss(real_stats[key], syn_feat.mean(1), run.distance, classes)
+                    loss = run.target.loss(real_stats[key], syn_feat.mean(1), run.distance, shard.classes)
                 run.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 run.optimizer.step()
-                # the loss over every class, and whether any process's images left the finite range
-                status = rt.all_reduce(
-                    torch.stack([loss.detach().double(), (~torch.isfinite(run.images)).sum().double()])
-                )
-                run.last_loss = float(status[0])
-                if status[1] > 0:
-                    raise FairDistillError(
-                        f"{run.spec.name}: synthetic images became NaN/inf at iteration {it}; "
-                        "lower the image learning rate"
-                    )
+                run.last_loss = total_and_check(rt, run.spec.name, loss, run.images, f"iteration {it}")
             if callback is not None:
                 callback(
                     IterationState(
@@ -178,7 +167,7 @@ class DM(Backbone):
                         {r.spec.name: r.images.detach() for r in runs},
                         snapshot=functools.partial(snapshot_runs, runs, it + 1, rt.gather_rows),
                         stats=stats_now,
-                        classes=owned,
+                        classes=shard.owned,
                     )
                 )
 
@@ -187,7 +176,7 @@ class DM(Backbone):
             meta = synthetic_meta(dataset, run.spec, config)
             meta["sampling"] = run.sampling
             meta["final_loss"] = run.last_loss
-            meta["real_images_matched"] = run.matched  # per (class, group), summed over the iterations
+            meta["real_images_matched"] = run.matched.tolist()  # per (class, group), summed over the iterations
             meta["processes"] = rt.world_size
             images = rt.gather_rows(run.images.detach()).cpu().clone()  # the whole set, on every process
             out[run.spec.name] = SyntheticSet(images, all_labels.clone(), meta)

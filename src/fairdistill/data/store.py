@@ -218,9 +218,4 @@ def _file_of(pixels: np.ndarray) -> tuple[str, int] | None:
     return str(pixels.filename), offset
 
 
-def images_of(images: Tensor | Uint8Images) -> Tensor:
-    """A split's images as a float32 tensor: a tensor as is, a store materialised."""
-    return images.materialise() if isinstance(images, Uint8Images) else images
-
-
-__all__ = ["Reader", "Uint8Images", "images_of", "npy_header"]
+__all__ = ["Reader", "Uint8Images", "npy_header"]
