@@ -271,6 +271,9 @@ def session(device: str | torch.device | None = None) -> Iterator[Runtime]:
     _current = rt
     try:
         yield rt
+        # leave together: a process tearing its gloo connections down while rank 0 still writes the
+        # results was seen to abort ("terminate called without an active exception")
+        rt.barrier()
     finally:
         _current = previous
         rt.close()
