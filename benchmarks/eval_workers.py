@@ -5,12 +5,18 @@ Evaluates ``--models`` ConvNets (the CPU profile's evaluation settings: width 32
 through :func:`fairdistill.evaluate.evaluate_images`, the path ``fairdistill evaluate`` takes:
 
 * ``sequential``: in this process with torch's default thread count (all cores);
-* ``workers``: ``--workers`` spawned worker processes, each with its share of the threads (the
-  pool's start-up, i.e. spawning and importing torch, is inside the timed wall time);
+* ``workers``: ``--workers`` workers of ``--executor`` (``local``: spawned processes; ``ray``: Ray
+  tasks on a local Ray instance), each with its share of the threads (the pool's start-up, i.e.
+  spawning and importing torch, or starting Ray, is inside the timed wall time);
 * ``sequential-same-threads`` (unless ``--no-same-threads``): in this process again, with the
   workers' per-worker thread count, to check that the workers' numbers are exactly those.
 
-    python benchmarks/eval_workers.py [--models 4] [--workers 2] [--epochs 200] [--dataset cmnist-fg-mini] [--tag T]
+    python benchmarks/eval_workers.py [--models 4] [--workers 2] [--executor local] [--epochs 200]
+        [--dataset cmnist-fg-mini] [--tag T]
+
+The headline gives both ratios: ``ratio`` (workers / sequential at torch's default thread count)
+and ``ratio_same_threads`` (workers / sequential at the workers' per-worker thread count, the run
+whose numbers the workers reproduce exactly).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ def main() -> None:
     ap.add_argument("--ipc", type=int, default=10)
     ap.add_argument("--models", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--executor", default="local", help="local or ray")
     ap.add_argument("--epochs", type=int, default=None, help="default: the CPU profile's (200)")
     ap.add_argument("--tag", default="", help="suffix of the results file (results/eval_workers-TAG.json)")
     ap.add_argument("--no-same-threads", action="store_true", help="skip the sequential run at the workers' threads")
@@ -78,10 +85,10 @@ def main() -> None:
     print(f"sequential ({threads} threads): {t_seq:.1f} s", flush=True)
 
     start = time.perf_counter()
-    with evaluation_executor(data, args.workers) as pool:
+    with evaluation_executor(data, args.workers, args.executor) as pool:
         par = evaluate_images(x, y, data, cfg, device=cpu, executor=pool)
     t_par = time.perf_counter() - start
-    print(f"{args.workers} workers: {t_par:.1f} s, ratio {t_par / t_seq:.2f}", flush=True)
+    print(f"{args.workers} {args.executor} workers: {t_par:.1f} s, ratio {t_par / t_seq:.2f}", flush=True)
 
     same_threads = None
     if not args.no_same_threads:
@@ -98,8 +105,11 @@ def main() -> None:
         "epochs": cfg.epochs,
         "sequential_s": round(t_seq, 2),
         "workers": args.workers,
+        "executor": args.executor,
         "workers_s": round(t_par, 2),
         "ratio": round(t_par / t_seq, 3),
+        "sequential_same_threads_s": None if same_threads is None else same_threads["seconds"],
+        "ratio_same_threads": None if same_threads is None else round(t_par / same_threads["seconds"], 3),
         "identical_to_sequential": identical(seq, par),
         "max_abs_diff_vs_sequential": max_diff(seq, par),
         "identical_to_sequential_same_threads": None if same_threads is None else same_threads["identical_to_workers"],

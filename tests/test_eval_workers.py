@@ -111,6 +111,23 @@ def test_ray_missing_is_a_clear_error(digits, monkeypatch):
         fd.evaluate("nowhere.safetensors", eval_workers=2, eval_executor="ray")  # before anything is loaded
 
 
+def test_ray_workers_give_the_sequential_numbers(digits, cpu, train_set):
+    """Where ray is installed (``.[ray]``; not in CI): a local Ray instance, started and stopped by the executor."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray session is already open in this process")
+    one = replace(CFG, eval_models=())
+    seq = evaluate_images(*train_set, digits, one, device=cpu)
+    with evaluation_executor(digits, 2, "ray") as ex:
+        assert ray.is_initialized() and ex.threads == 1 == torch.get_num_threads()
+        par = evaluate_images(*train_set, digits, one, device=cpu, executor=ex)
+        bad = replace(one, model_kwargs={"width": 8, "no_such_knob": 1})
+        with pytest.raises(FairDistillError, match="evaluation model . of convnet failed in a worker: .*no_such_knob"):
+            evaluate_images(*train_set, digits, bad, device=cpu, executor=ex)
+    assert same(report_dicts(seq), report_dicts(par)) and len(par.reports) == 2
+    assert not ray.is_initialized()  # the local instance it started is gone
+
+
 def test_one_local_worker_is_the_sequential_path(digits):
     assert evaluation_executor(digits, 1) is None
 

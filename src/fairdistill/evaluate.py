@@ -252,7 +252,11 @@ def _arrays(obj: Any) -> dict[str, Any]:
 
 
 def _tensors(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+    """Back to tensors; a read-only array (Ray hands out its object store's memory read-only) is copied first."""
+    return {
+        k: torch.from_numpy(v if v.flags.writeable else v.copy()) if isinstance(v, np.ndarray) else v
+        for k, v in state.items()
+    }
 
 
 @dataclass
@@ -437,7 +441,9 @@ def _task_result(future: Future, what: str) -> tuple[FairnessReport, float]:
     except BrokenProcessPool as err:
         raise FairDistillError(f"{what}: a worker process died (killed, or out of memory?)") from err
     except Exception as err:
-        raise FairDistillError(f"{what} failed in a worker: {type(err).__name__}: {err}") from err
+        cause = getattr(err, "cause", None)  # Ray wraps the task's exception (and its traceback) in a RayTaskError
+        shown = cause if isinstance(cause, Exception) else err
+        raise FairDistillError(f"{what} failed in a worker: {type(shown).__name__}: {shown}") from err
 
 
 # ---- baselines ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ objects, so callers can take them in submission order or as they finish.
   process whose torch thread pools are running can deadlock), each worker limited to
   ``threads`` torch / OpenMP / MKL threads so that ``workers`` of them share the cores instead of
   oversubscribing them;
-* ``ray``: Ray tasks, one CPU-share each (``pip install ray``; imported only when used).
+* ``ray``: Ray tasks, one CPU-share each (``pip install 'fairdistill[ray]'``; imported only when used).
 
 CPU numbers depend on the thread count: a convolution's weight gradient and a matrix product sum
 over the batch in per-thread chunks, so 1 and 2 threads round differently (last bits: after one
@@ -185,7 +185,7 @@ def _import_ray() -> Any:
         import ray
     except ImportError:
         raise FairDistillError(
-            "the ray executor needs the ray package (pip install 'ray[default]'); "
+            "the ray executor needs the ray package (pip install ray, or fairdistill's extra: '.[ray]'); "
             "or use the local executor (--eval-executor local)"
         ) from None
     return ray
@@ -198,7 +198,7 @@ def _call_in_ray(threads: int, shared: Any, fn: Callable[..., Any], args: tuple)
     return fn(shared, *args)
 
 
-@EXECUTORS.register("ray", "Ray tasks (needs ray; joins a running cluster, else starts a local one)")
+@EXECUTORS.register("ray", "Ray tasks (needs ray; joins a running cluster, else starts a local one for the run)")
 class RayExecutor(Executor):
     kind = "ray"
 
@@ -209,7 +209,10 @@ class RayExecutor(Executor):
     def __init__(self, workers: int, *, shared: Any = None, threads: int | None = None) -> None:
         ray = _import_ray()
         super().__init__(workers, shared=shared, threads=threads)
-        if not ray.is_initialized():
+        # ray.init() joins the cluster named by RAY_ADDRESS or the one `ray start` made on this
+        # machine, else starts a local one, which shutdown() then stops again
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
             ray.init()
         self._ray = ray
         self._shared_ref = ray.put(shared)  # stored once, read by every task
@@ -226,6 +229,9 @@ class RayExecutor(Executor):
             for ref in self._refs:
                 self._ray.cancel(ref, force=True)
         self._refs.clear()
+        if self._owns_ray:
+            self._owns_ray = False
+            self._ray.shutdown()
 
 
 def create_executor(kind: str, workers: int, *, shared: Any = None, threads: int | None = None) -> Executor:
