@@ -12,13 +12,17 @@ import threading
 from concurrent.futures import Future
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
+from files_npy import write_npy
 from typer.testing import CliRunner
 
 import fairdistill.api as fd
+import fairdistill.evaluate as evaluation
 from fairdistill.cli import app
 from fairdistill.config import EvalConfig
+from fairdistill.data import load_dataset
 from fairdistill.errors import FairDistillError
 from fairdistill.evaluate import (
     EvalJob,
@@ -126,6 +130,25 @@ def test_ray_workers_give_the_sequential_numbers(digits, cpu, train_set):
             evaluate_images(*train_set, digits, bad, device=cpu, executor=ex)
     assert same(report_dicts(seq), report_dicts(par)) and len(par.reports) == 2
     assert not ray.is_initialized()  # the local instance it started is gone
+
+
+def test_workers_evaluate_on_a_streamed_test_split(tmp_path, cpu):
+    """A streamed npy test split (one channel: its decoder is a local function) is decoded once, in the parent."""
+    root = tmp_path / "npy"
+    arrays = write_npy(root)
+    for split in ("train", "test"):
+        np.save(root / f"{split}_images.npy", arrays[f"{split}_images"][..., 0])
+    (root / "meta.json").write_text(json.dumps({"mean": [0.5], "std": [0.25]}))
+    data = load_dataset("npy", data_root=root)
+    assert data.test.streamed
+    test = evaluation.TestSet.of(data)  # (not imported by name: pytest would take it for a test class)
+    assert isinstance(test.images, torch.Tensor) and torch.equal(test.images, data.test.images.materialise())
+    x, y = data.train.take(torch.arange(8)), data.train.labels[:8]
+    one = replace(CFG, eval_models=())
+    seq = evaluate_images(x, y, data, one, device=cpu)
+    with evaluation_executor(data, 2) as ex:
+        par = evaluate_images(x, y, data, one, device=cpu, executor=ex)
+    assert same(report_dicts(seq), report_dicts(par)) and len(par.reports) == 2
 
 
 def test_one_local_worker_is_the_sequential_path(digits):

@@ -279,8 +279,12 @@ class TestSet:
 
     @classmethod
     def of(cls, dataset: FairDataset) -> TestSet:
+        """``dataset``'s test split; a streamed one is decoded once, here, into a float tensor.
+
+        Every model predicts on all of it, and workers then receive plain arrays.
+        """
         return cls(
-            dataset.test.images,
+            dataset.test.in_memory().images,
             dataset.test.labels,
             dataset.test.groups,
             dataset.channels,
