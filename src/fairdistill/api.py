@@ -44,7 +44,7 @@ from .evaluate import (
     evaluate_sets,
     evaluation_executor,
 )
-from .executor import EXECUTORS, check_workers, worker_threads
+from .executor import EXECUTORS, Executor, check_workers
 from .presets import (
     DEFAULT_BACKBONE,
     PROFILES,
@@ -366,7 +366,7 @@ def evaluate(
                 "rows": model_rows(result, ecfg),
                 "aggregates": result.aggregate(),
                 "resumed_models": sorted(done) if done else [],
-                **_workers_record(eval_workers, eval_executor),
+                **_workers_record(pool),
                 "environment": environment(dev),
             },
         )
@@ -378,11 +378,11 @@ def _check_eval_workers(workers: int, kind: str) -> None:
     EXECUTORS.get(kind).check_available()  # e.g. ray missing: say so before any work
 
 
-def _workers_record(workers: int, kind: str) -> dict[str, Any]:
+def _workers_record(pool: Executor | None) -> dict[str, Any]:
     """How evaluation models were spread over workers (nothing when they were trained here, one by one)."""
-    if workers == 1 and kind == "local":
+    if pool is None:
         return {}
-    return {"eval_workers": {"workers": workers, "executor": kind, "threads_per_worker": worker_threads(workers)}}
+    return {"eval_workers": {"workers": pool.workers, "executor": pool.kind, "threads_per_worker": pool.threads}}
 
 
 def partial_path(out: str | Path) -> Path:
@@ -596,7 +596,7 @@ def compare(
         "aggregates": {name: r.aggregate() for name, r in results.items()},
         **ckpt.record(),
         "resumed_models": resumed,
-        **_workers_record(eval_workers, eval_executor),
+        **_workers_record(pool),
         "environment": environment(dev),
     }
     result = CompareResult(data.name, profile, results, synthetic, summary)

@@ -126,6 +126,18 @@ class Uint8Images:
         """Float32 model-space images at ``index`` (an index tensor / array, a slice or an int)."""
         if isinstance(index, int | np.integer):
             return self[torch.tensor([int(index)])][0]
+        rows = self._stored_rows(index)
+        raw = torch.from_numpy(self._read(rows))
+        if self.channels_last:
+            raw = raw.permute(0, 3, 1, 2).contiguous()
+        if self.transform is not None:
+            return self.transform(raw, torch.from_numpy(rows))
+        from .dataset import normalise_uint8
+
+        return normalise_uint8(raw, self.mean, self.std)
+
+    def _stored_rows(self, index: Tensor | np.ndarray | slice) -> np.ndarray:
+        """The row numbers in ``pixels`` of the images at ``index`` (indices, a boolean mask or a slice)."""
         if isinstance(index, slice):
             idx = np.arange(len(self))[index]
         else:
@@ -136,15 +148,7 @@ class Uint8Images:
         if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise IndexError(f"index out of range for {len(self)} images")
         idx = np.where(idx < 0, idx + len(self), idx)
-        rows = idx if self.rows is None else self.rows[idx]
-        raw = torch.from_numpy(self._read(rows))
-        if self.channels_last:
-            raw = raw.permute(0, 3, 1, 2).contiguous()
-        if self.transform is not None:
-            return self.transform(raw, torch.from_numpy(rows))
-        from .dataset import normalise_uint8
-
-        return normalise_uint8(raw, self.mean, self.std)
+        return idx if self.rows is None else self.rows[idx]
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
         """The stored uint8 rows ``rows``, in that order."""
@@ -176,15 +180,12 @@ class Uint8Images:
 
     def select(self, index: Tensor | np.ndarray) -> Uint8Images:
         """A store of the images at ``index`` (row numbers only; no pixels are read)."""
-        idx = torch.as_tensor(index).cpu().numpy().astype(np.int64).reshape(-1)
-        idx = np.where(idx < 0, idx + len(self), idx)
-        rows = idx if self.rows is None else self.rows[idx]
         return Uint8Images(
             self.pixels,
             self.mean,
             self.std,
             channels_last=self.channels_last,
-            rows=rows,
+            rows=self._stored_rows(index),
             transform=self.transform,
             shape=tuple(self.shape[1:]),
             read=self.read,
