@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,27 @@ HERE = Path(__file__).parent
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
 
 
+#: what a rank prints when C++ ends it with std::terminate (a thread object left running)
+TERMINATED = "terminate called without an active exception"
+
+
 def torchrun(nproc: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Launch ``nproc`` CPU processes; the launch must exit cleanly.
+
+    A rank has, rarely (3 times in some hundreds of launches, never when repeated on purpose), been
+    aborted by ``std::terminate`` inside torch/gloo. Such a launch is repeated once, with a warning;
+    a second failure, or any other failure, fails the test. ``PYTHONFAULTHANDLER`` makes an aborted
+    rank print where its Python code was, so that the warning says whether it was at teardown.
+    """
     # one thread per process (as the in-process reference runs): a CPU result depends on the thread count
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "FAIRDISTILL_CACHE": "off"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FAIRDISTILL_CACHE": "off", "PYTHONFAULTHANDLER": "1"}
     env.pop("WORLD_SIZE", None)
     cmd = [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0 and TERMINATED in proc.stderr:
+        what = f"a torchrun rank was aborted by std::terminate; launching again:\n{proc.stderr[-4000:]}"
+        warnings.warn(what, stacklevel=2)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
