@@ -28,7 +28,10 @@ def invoke(*args):
         (["distill", "--dataset", "digits-fg", "--ipc", "100000"], "ipc must lie in [1, "),
         (["distill", "--dataset", "digits-fg", "--data-root", "/no/such/folder"], "does not exist"),
         (["compare", "--dataset", "digits-fg", "--methods", "vanilla,magic"], "unknown method 'magic'; allowed:"),
-        (["compare", "--dataset", "digits-fg", "--preset", "tpu"], "unknown profile 'tpu'; allowed: cpu, gpu"),
+        (
+            ["compare", "--dataset", "digits-fg", "--preset", "tpu"],
+            "unknown profile 'tpu'; allowed: cobra-paper, cpu, fairdd-paper, gpu",
+        ),
         (["evaluate", "/no/such/set.safetensors"], "synthetic set not found"),
         (["distill", "--dataset", "digits-fg", "--device", "cuda:x"], "unknown device"),
         (["distill", "--dataset", "digits-fg", "--out", "/no/such/run", "--resume"], "no checkpoint to resume from"),

@@ -14,14 +14,20 @@ def test_colourize_fg_and_bg_pixels():
     gray = torch.tensor([[[0.0, 0.5], [1.0, 0.25]]])
     for idx, rgb in enumerate(COLOURS):
         c = torch.tensor(rgb, dtype=torch.float32) / 255
+        # not binarised (FashionMNIST): fg is the ramp colour * g, bg the blend from the colour to white
         fg = colourize(gray, torch.tensor([idx]), "fg")[0]
         bg = colourize(gray, torch.tensor([idx]), "bg")[0]
         torch.testing.assert_close(fg, gray[0].unsqueeze(0) * c.view(3, 1, 1))
         torch.testing.assert_close(bg, gray[0] + (1 - gray[0]) * c.view(3, 1, 1))
-        assert bg.min() >= 0 and bg.max() <= 1  # the blend never overflows
-        # a full-intensity stroke is white on the background variant, black pixels take the colour
-        torch.testing.assert_close(bg[:, 1, 0], torch.ones(3))
-        torch.testing.assert_close(bg[:, 0, 0], c)
+        assert bg.min() >= 0 and bg.max() <= 1  # the blend never overflows (the reference's uint8 cast does)
+        torch.testing.assert_close(bg[:, 1, 0], torch.ones(3))  # v = 255: white
+        torch.testing.assert_close(bg[:, 0, 0], c)  # v = 0: the colour
+        # binarised (MNIST; 0.5 and 0.25 are below 128/255): fg = mask * colour, bg = black stroke on the colour
+        fg = colourize(gray, torch.tensor([idx]), "fg", binarize=True)[0]
+        bg = colourize(gray, torch.tensor([idx]), "bg", binarize=True)[0]
+        mask = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+        torch.testing.assert_close(fg, mask * c.view(3, 1, 1), atol=0, rtol=0)
+        torch.testing.assert_close(bg, (1 - mask) * c.view(3, 1, 1), atol=0, rtol=0)
 
 
 def test_biased_groups_exact_ratio_and_equal_minorities():
@@ -37,8 +43,9 @@ def test_biased_groups_exact_ratio_and_equal_minorities():
 @pytest.mark.parametrize("name", ["cmnist-fg-mini", "cmnist-bg-mini"])
 def test_embedded_default(name):
     d = load_dataset(name)
-    assert d.train.images.shape == (4000, 3, 28, 28)
-    assert d.test.images.shape == (10000, 3, 28, 28)
+    assert d.train.images.shape == (4000, 3, 32, 32)  # padded 28 -> 32 like the full benchmark
+    assert d.test.images.shape == (10000, 3, 32, 32)
+    assert d.params["padding"] == "top-left" and d.params["binarize"] is True
     train = d.counts("train")
     assert torch.all(train.sum(1) == 400) and torch.all(train.diagonal() == 360)
     test = d.counts("test")
@@ -54,10 +61,13 @@ def test_counterfactual_test_set_is_the_same_digit_in_every_colour():
     _, test_idx = stratified_split(labels, 0.2, seed=0)
     n = len(test_idx)
     pixels = d.to_pixels(d.test.images)
+    # the digit binarised at 128 (on the 0..255 values), at offset (4, 4) of a 32x32 zero canvas
+    mask = torch.zeros(n, 1, 32, 32)
+    mask[:, 0, 4:, 4:] = ((gray[test_idx] * 255).round() >= 128).float()
     for g in (0, 6, 9):
         block = pixels[g * n : (g + 1) * n]
         colour = torch.tensor(COLOURS[g], dtype=torch.float32) / 255
-        torch.testing.assert_close(block, gray[test_idx].unsqueeze(1) * colour.view(1, 3, 1, 1), atol=1e-6, rtol=0)
+        torch.testing.assert_close(block, mask * colour.view(1, 3, 1, 1), atol=1e-6, rtol=0)
 
 
 def test_split_is_stratified_and_fixed():
@@ -97,6 +107,9 @@ def test_nan_images_are_rejected(digits):
 def test_padding_to_32(digits):
     d = load_dataset("digits-fg", image_size=16)
     assert d.image_size == (16, 16)
+    px = d.to_pixels(d.train.images)
+    assert px[:, :, :8].abs().max() == 0 and px[:, :, :, :8].abs().max() == 0  # all the padding top and left
+    assert digits.params["binarize"] is False and "our own" in digits.description
 
 
 def test_stratified_batch_is_group_balanced(digits):

@@ -45,7 +45,7 @@ def solid_colours(ds, images: torch.Tensor) -> list[tuple[int, int, int]]:
 def no_decoding(monkeypatch):
     """Make any image decode fail, to prove a load came from the cache."""
 
-    def refuse(path, size):
+    def refuse(path, size, *args, **kwargs):
         raise AssertionError(f"decoded {path} although the cache should have been used")
 
     monkeypatch.setattr(faces, "decode_face", refuse)
@@ -90,13 +90,17 @@ def test_parse_utkface_names():
         assert parse_utkface_name(bad) is None, bad
 
 
-def test_utkface_labels_groups_pixels_and_test_cap(tmp_path):
+@pytest.mark.parametrize("test_cells", ["equal", "capped"])
+def test_utkface_labels_groups_pixels_and_test_cap(tmp_path, test_cells):
     written = write_utkface(tmp_path, utk_entries(UTK_COUNTS), suffix=".png", size=(20, 24), margin=(255, 255, 255))
-    ds = utkface(data_root=tmp_path, image_size=SIZE, test_per_cell=2, cache_dir=tmp_path / "cache")
+    ds = utkface(
+        data_root=tmp_path, image_size=SIZE, test_per_cell=2, test_cells=test_cells, cache_dir=tmp_path / "cache"
+    )
     assert ds.class_names == ("<20", "20-39", ">=40")
     assert ds.group_names == ("White", "Black", "Asian", "Indian")
     assert ds.train.images.shape[1:] == (3, SIZE, SIZE) and ds.test.images.shape[1:] == (3, SIZE, SIZE)
-    test_counts = {cell: min(n, 2) for cell, n in UTK_COUNTS.items()}
+    # "equal" (the reference's): min(cap 2, smallest cell 1) = 1 from every cell; "capped" (ours): min(n, 2) per cell
+    test_counts = {cell: 1 if test_cells == "equal" else min(n, 2) for cell, n in UTK_COUNTS.items()}
     train_counts = {cell: n - test_counts[cell] for cell, n in UTK_COUNTS.items()}
     assert ds.counts("test").tolist() == table(test_counts, 3, 4)
     assert ds.counts("train").tolist() == table(train_counts, 3, 4)
@@ -136,7 +140,7 @@ def test_utkface_split_is_seeded_and_reproducible(tmp_path):
     a, b, c = utkface(seed=0, **kw), utkface(seed=0, **kw), utkface(seed=1, **kw)
     assert torch.equal(a.test.images, b.test.images) and torch.equal(a.train.images, b.train.images)
     assert a.counts("test").tolist() == c.counts("test").tolist()
-    # the 7-image cell gives a different pair of test images under another seed
+    # the larger cells (up to 7 images) give other test images under another seed
     assert not torch.equal(a.test.images, c.test.images)
     assert a.fingerprint() != c.fingerprint()
 

@@ -19,10 +19,19 @@ from fairdistill.data.mnist import DEBIAN_FASHION_MNIST
 PALETTE = np.array(COLOURS, dtype=np.float64) / 255
 
 
-def expected_pixels(gray: np.ndarray, groups: torch.Tensor, variant: str, pad: int) -> np.ndarray:
-    """The coloured (N, 3, H, W) pixels in [0, 1], computed independently in float64."""
-    g = np.pad(gray.astype(np.float64) / 255, ((0, 0), (pad, pad), (pad, pad)))[:, None]
+def expected_pixels(gray: np.ndarray, groups: torch.Tensor, variant: str, pad: int, binarize: bool) -> np.ndarray:
+    """The coloured (N, 3, H, W) pixels in [0, 1], computed independently in float64 from uint8 ``gray``.
+
+    ``pad`` zero pixels on the top and left only (the reference's offset (pad, pad)). Binarised
+    (MNIST): fg = (v >= 128) * colour, bg = (v < 128) * colour (black digit; padding coloured).
+    Not binarised (FashionMNIST): fg = colour * v / 255, bg = g + (1 - g) * colour.
+    """
+    v = np.pad(gray.astype(np.int64), ((0, 0), (pad, 0), (pad, 0)))[:, None]
     c = PALETTE[groups.numpy()][:, :, None, None]
+    if binarize:
+        stroke = (v >= 128).astype(np.float64)
+        return stroke * c if variant == "fg" else (1 - stroke) * c
+    g = v / 255
     return g * c if variant == "fg" else g + (1 - g) * c
 
 
@@ -79,9 +88,10 @@ def test_cmnist_from_idx_files_exact_labels_bias_and_pixels(tmp_path, variant):
     assert torch.all(d.counts("test") == 2)  # one colour per test image, dealt evenly: group-balanced
     for split in ("train", "test"):
         s = d.split(split)
-        want = expected_pixels(src[f"{split}_images"], s.groups, variant, pad=2)
+        want = expected_pixels(src[f"{split}_images"], s.groups, variant, pad=4, binarize=True)
         np.testing.assert_allclose(d.to_pixels(s.images).numpy(), want, atol=2e-7, rtol=0)
     assert d.params["image_size"] == 32 and d.params["rho"] == 0.9
+    assert d.params["padding"] == "top-left" and d.params["binarize"] is True
 
 
 def test_uncompressed_files_other_layout_size_and_env_root(tmp_path, monkeypatch):
@@ -90,7 +100,7 @@ def test_uncompressed_files_other_layout_size_and_env_root(tmp_path, monkeypatch
     d = load_dataset("cmnist-fg", image_size=28, rho=0.5)
     assert d.image_size == (28, 28)
     assert torch.all(d.counts("train").diagonal() == 5)
-    want = expected_pixels(src["train_images"], d.train.groups, "fg", pad=0)
+    want = expected_pixels(src["train_images"], d.train.groups, "fg", pad=0, binarize=True)
     np.testing.assert_allclose(d.to_pixels(d.train.images).numpy(), want, atol=2e-7, rtol=0)
 
 
@@ -104,9 +114,14 @@ def test_same_seed_same_dataset_other_seed_other_colours(tmp_path):
 
 
 def test_fashion_layout_and_names(tmp_path):
-    write_mnist(tmp_path, folder="FashionMNIST/raw")
+    src = write_mnist(tmp_path, folder="FashionMNIST/raw")
     d = load_dataset("cfmnist-fg", data_root=tmp_path)
     assert d.class_names[0] == "t-shirt/top" and d.class_names[9] == "ankle boot"
+    for variant in ("fg", "bg"):  # FashionMNIST is not binarised: the ramp / the blend to white
+        d = load_dataset(f"cfmnist-{variant}", data_root=tmp_path)
+        want = expected_pixels(src["test_images"], d.test.groups, variant, pad=4, binarize=False)
+        np.testing.assert_allclose(d.to_pixels(d.test.images).numpy(), want, atol=2e-7, rtol=0)
+        assert d.params["binarize"] is False
     with pytest.raises(MissingDataError):  # FashionMNIST files are not MNIST ones
         load_dataset("cmnist-fg", data_root=tmp_path)
 

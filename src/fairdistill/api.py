@@ -54,6 +54,7 @@ from .presets import (
     profile_configs,
     resolve_preset,
 )
+from .profiles import cpu_scale
 from .record import PhaseTimer, model_rows, run_record
 from .runtime import resolve_device
 
@@ -61,6 +62,9 @@ if TYPE_CHECKING:
     from .report import Report
 
 log = logging.getLogger("fairdistill")
+
+#: the scales of ``compare``: None or "paper", the profile as it is; "cpu", cut to two CPU cores
+SCALES: tuple[str | None, ...] = (None, "paper", "cpu")
 
 #: progress hook: (phase, done, total); phase is e.g. "distill" or "evaluate cobra"
 Progress = Callable[[str, int, int], None]
@@ -125,7 +129,8 @@ def distill(
     dev = rt.device(device)
     parse_groups(groups)  # a bad spelling fails before any work
     _check_resume_options(out, checkpoint_every, resume)
-    p = resolve_preset(preset, ipc=ipc, seed=seed, device=dev, backbone=backbone)
+    key = dataset if isinstance(dataset, str) else dataset.name
+    p = resolve_preset(preset, ipc=ipc, seed=seed, device=dev, backbone=backbone, dataset=key)
     knobs = {"target": target, "distance": distance, "embedder": embedder, "sampling": sampling}
     method = replace(p.method, **{k: v for k, v in knobs.items() if v is not None}).resolved().validate()
     config = _override(p.distill, iterations=iterations, **overrides)
@@ -445,6 +450,7 @@ def compare(
     eval_workers: int = 1,
     eval_executor: str = "local",
     stream: bool | None = None,
+    scale: str | None = None,
     **overrides: Any,
 ) -> CompareResult:
     """Distil ``methods`` in lockstep and evaluate them beside the ``baselines``, all at ``ipc``.
@@ -480,6 +486,10 @@ def compare(
     ``eval_workers`` > 1 trains the evaluation models of all methods and baselines side by side in
     that many worker processes (``eval_executor``: ``local`` or ``ray``); see :func:`evaluate`.
     ``stream`` as in :func:`distill`.
+
+    ``preset`` may be a paper profile (``cobra-paper``, ``fairdd-paper``): every method then runs as
+    that paper's scripts ran it. ``scale="cpu"`` cuts the profile's sizes to two CPU cores
+    (:func:`fairdistill.profiles.cpu_scale`); the cuts are listed in ``summary["scale"]``.
     """
     timer = PhaseTimer()
     if runtime.current().world_size > 1:
@@ -490,12 +500,19 @@ def compare(
     _check_eval_workers(eval_workers, eval_executor)
     profile = preset or default_profile(dev)
     PROFILES.get(profile)
-    specs = [get_method(m, backbone).validate() for m in methods]  # the backbone's form of each recipe
+    if scale not in SCALES:
+        raise unknown_name("scale", str(scale), [s for s in SCALES if s])
+    # the backbone's form of each recipe, with the profile's knobs (a paper profile: as its scripts ran it)
+    specs = [get_method(m, backbone, profile, ipc).validate() for m in methods]
     for b in baselines:
         BASELINES.get(b)
     if len(set(methods) | set(baselines)) != len(methods) + len(baselines):
         raise FairDistillError("method and baseline names must be unique")
-    dcfg, ecfg = profile_configs(profile, ipc, seed, backbone)
+    key = dataset if isinstance(dataset, str) else dataset.name
+    dcfg, ecfg = profile_configs(profile, ipc, seed, backbone, key)
+    cuts: list[str] = []
+    if scale == "cpu":
+        dcfg, ecfg, cuts = cpu_scale(dcfg, ecfg, backbone)
     dcfg = _override(dcfg, iterations=iterations, **overrides)
     ecfg = _override(ecfg, num_models=num_models, epochs=epochs, eval_models=_names(eval_models))
     with timer.phase("load data"):
@@ -561,6 +578,7 @@ def compare(
     summary = {
         "dataset": data.name,
         "preset": profile,
+        "scale": {"name": scale or "paper", "reductions": cuts},
         "backbone": backbone,
         "ipc": ipc,
         "seed": seed,

@@ -50,7 +50,7 @@ __all__ = ["DEFAULT_STRATEGY", "DSA", "DSAConfig", "DSAParams", "OPS", "no_flip"
 
 OPS: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
-MODES: tuple[str, ...] = ("single", "all")
+MODES: tuple[str, ...] = ("single", "batch", "all")
 GEOMETRIC = frozenset({"crop", "flip", "scale", "rotate"})
 
 # Uniform numbers each operation consumes per transform.
@@ -112,9 +112,11 @@ class DSAConfig:
     ----------
     strategy : str
         Operation names joined by ``"_"``.
-    mode : {"single", "all"}
+    mode : {"single", "batch", "all"}
         ``"single"`` applies one operation of the strategy, chosen at random per transform;
-        ``"all"`` applies every operation.
+        ``"batch"`` one operation chosen at random for all the transforms of one :meth:`DSA.sample`
+        (each with its own parameters: the reference code's non-Siamese training augmentation,
+        which picks one operation family per batch); ``"all"`` applies every operation.
     brightness : float
         Brightness shift is ``(u - 0.5) * brightness``.
     saturation : float
@@ -134,7 +136,7 @@ class DSAConfig:
     """
 
     strategy: str = DEFAULT_STRATEGY
-    mode: Literal["single", "all"] = "single"
+    mode: Literal["single", "batch", "all"] = "single"
     brightness: float = 1.0
     saturation: float = 2.0
     contrast: float = 0.5
@@ -293,8 +295,10 @@ class DSA:
         u = u.to(device if device is not None else generator.device)
         dev = u.device
 
-        if cfg.mode == "single":
+        if cfg.mode in ("single", "batch"):
             chosen = (u[:, 0] * k).long().clamp_(max=k - 1)
+            if cfg.mode == "batch":  # the first transform's pick for all of them
+                chosen = chosen[:1].expand(n).contiguous()
             active = chosen[:, None] == torch.arange(k, device=dev)
         else:
             chosen = torch.full((n,), -1, dtype=torch.long, device=dev)

@@ -440,6 +440,94 @@ def export(
     )
 
 
+@app.command("reproduce")
+def reproduce_cmd(
+    paper: Annotated[str, typer.Option("--paper", help="Whose published table to reproduce: fairdd or cobra.")],
+    datasets: Annotated[
+        str | None,
+        typer.Option("--datasets", help="Comma-separated datasets of the paper's table (default: all at --ipc)."),
+    ] = None,
+    backbones: Annotated[
+        str | None, typer.Option("--backbones", help="Comma-separated backbones, e.g. dm,dc (default: all at --ipc).")
+    ] = None,
+    ipc: IpcOpt = 10,
+    scale: Annotated[
+        str,
+        typer.Option(
+            "--scale",
+            help="paper: the paper's settings (GPU hours); cpu: reduced settings for a CPU, listed in the output.",
+        ),
+    ] = "paper",
+    data_root: DataRootOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/reproduce"),
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    iterations: ItersOpt = None,
+    models: ModelsOpt = None,
+    epochs: EpochsOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run a paper's benchmarks and print its published numbers beside ours (reproduce.json / .md / .html)."""
+    from . import reproduce as rep
+
+    if verbose:
+        _configure_logging(True)
+    given = {"iterations": iterations, "num_models": models, "epochs": epochs}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    with _user_errors(), _progress(quiet) as hook:
+        result = rep.reproduce(
+            paper,
+            datasets=_split(datasets) if datasets else None,
+            backbones=_split(backbones) if backbones else None,
+            ipc=ipc,
+            scale=scale,
+            data_root=data_root,
+            out=out,
+            seed=seed,
+            device=device,
+            progress=hook,
+            **overrides,
+        )
+    from rich import box
+
+    layout = rep.terminal_table(result)
+    table = Table(title=rep.title(result), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in layout.headers:
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=col == "method")
+    for section, status, cells in layout.rows:
+        if section is not None:
+            if table.rows:
+                table.add_section()
+            table.add_row(f"[bold]{escape(section)}[/]")
+        table.add_row(*map(escape, cells), style={"ours": "italic", "reference": "dim"}.get(status))
+    if layout.rows:  # a file or a pipe gets the table's whole width instead of 80 columns
+        wide = out_console if out_console.is_terminal else Console(file=out_console.file, width=132)
+        wide.print(table)
+        for line in [rep.legend(result), *layout.footnotes]:
+            out_console.print(escape(line), highlight=False)
+    reductions = rep.reductions_text(result)
+    if reductions:
+        out_console.print(f"[bold]reduced settings (scale {escape(result.scale)}):[/]", highlight=False)
+        for item in reductions:
+            out_console.print(f"  - {escape(item)}", highlight=False, soft_wrap=True)
+    for s in result.skipped:
+        out_console.print(
+            f"skipped {escape(s.dataset)} / {escape(s.backbone)} ({escape(', '.join(s.methods))}): {escape(s.reason)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if result.skipped and not quiet:
+        err_console.print(
+            "note: `fairdistill datasets show DATASET --data-root DIR` says where the files are looked for",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if result.files:
+        written = ", ".join(str(p) for p in result.files.values())
+        out_console.print(f"wrote {escape(written)}", highlight=False, soft_wrap=True)
+
+
 datasets_app = typer.Typer(help="List the dataset keys, or show one dataset's (class x group) counts.")
 app.add_typer(datasets_app, name="datasets")
 
@@ -485,12 +573,23 @@ def datasets_show(
         out_console.print(table)
 
 
-@app.command()
-def presets() -> None:
-    """List the method recipes per backbone and the compute profiles (preset = [BACKBONE-]RECIPE[-PROFILE])."""
+presets_app = typer.Typer(help="List the profiles and method recipes, or show one preset's settings and their sources.")
+app.add_typer(presets_app, name="presets")
+
+
+@presets_app.callback(invoke_without_command=True)
+def presets(ctx: typer.Context) -> None:
+    """The compute profiles (a paper's or ours) and the recipes per backbone (preset = [BACKBONE-]RECIPE[-PROFILE])."""
+    if ctx.invoked_subcommand is not None:
+        return
     from .backbones import BACKBONES
     from .presets import BACKBONE_RECIPES, PROFILES, preset_name
 
+    out_console.print("[bold]compute profiles[/]")
+    for name in PROFILES.list():
+        prof = PROFILES.get(name)
+        whose = f"{prof.paper}'s scripts" if prof.paper else "ours"
+        out_console.print(f"  {name:<14} {whose:<17} {prof.description}", highlight=False)
     for backbone, recipes in BACKBONE_RECIPES.items():
         out_console.print(f"[bold]method recipes, backbone {backbone}[/]")
         allowed = BACKBONES.get(backbone).embedders  # DC trains its own network: no embedder knob to show
@@ -498,10 +597,50 @@ def presets() -> None:
         for name in recipes.list():
             m, label = recipes.get(name), preset_name(backbone, name)
             knobs = f"{m.target} + {m.distance}" + (f" + {m.embedder}" if has_embedders else "")
-            out_console.print(f"  {label:<22} {knobs}: {recipes.describe(name)}", highlight=False)
-    out_console.print("[bold]compute profiles[/]")
-    for name in PROFILES.list():
-        out_console.print(f"  {name:<18} {PROFILES.get(name).description}", highlight=False)
+            papers = [
+                p for p in PROFILES.list()
+                if PROFILES.get(p).paper and backbone in PROFILES.get(p).backbones
+                and name in (PROFILES.get(p).of(backbone).recipes or ())
+            ]  # fmt: skip
+            runs = f" [in {', '.join(papers)}]" if papers else ""
+            out_console.print(f"  {label:<22} {knobs}: {recipes.describe(name)}{runs}", highlight=False)
+    out_console.print(
+        "`fairdistill presets show RECIPE --preset PROFILE --backbone B` prints every setting with its source.",
+        highlight=False,
+    )
+
+
+@presets_app.command("show")
+def presets_show(
+    recipe: Annotated[str, typer.Argument(help="A recipe (cobra) or preset (dc-cobra, cobra-cobra-paper).")],
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="The profile: cobra-paper, fairdd-paper, cpu or gpu (default: by device)."),
+    ] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", help="dm, dc, idc or cafe (default: the recipe's).")
+    ] = None,
+    ipc: IpcOpt = 10,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="A dataset key, for settings that depend on it (COBRA's IDC factor)."),
+    ] = None,
+) -> None:
+    """Every resolved setting of one preset, with where it comes from (a reference script and flag, or ours)."""
+    from .presets import describe_preset
+
+    with _user_errors():
+        d = describe_preset(recipe, preset, backbone=backbone, ipc=ipc, dataset=dataset)
+    whose = f"{d['paper']}'s scripts" if d["paper"] else "ours (fairdistill)"
+    out_console.print(f"[bold]{d['preset']}[/]: profile {d['profile']} ({whose}), backbone {d['backbone']}, IPC {ipc}")
+    for section in ("method", "distill", "evaluation"):
+        table = Table(title=section, title_justify="left", show_lines=False)
+        table.add_column("setting")
+        table.add_column("value")
+        table.add_column("source")
+        for name, (value, source) in d[section].items():
+            table.add_row(name, escape(str(value)), escape(source))
+        out_console.print(table)
 
 
 @app.callback()

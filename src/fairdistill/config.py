@@ -12,6 +12,11 @@ from typing import Any
 
 from .errors import FairDistillError
 
+#: how DSA picks its operation when a network trains on a batch: per image, or one for the batch
+DSA_MODES: tuple[str, ...] = ("single", "batch")
+#: evaluation training schedules (see :class:`EvalConfig`)
+SCHEDULES: tuple[str, ...] = ("reference", "single")
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -23,6 +28,10 @@ class MethodSpec:
     distance: str | None = None  # None: the backbone's default (dm: l2sq, dc: layer-cosine, idc: l2sq)
     embedder: str = "random"
     sampling: str | None = None  # None: the target's default ("class" for population, else "stratified")
+    #: :class:`DistillConfig` fields this method alone sets differently from the run's config (a backbone
+    #: that allows it lists them in ``method_settings``; e.g. COBRA-CAFE's layer weights and no
+    #: discrimination term, distilled in lockstep with vanilla CAFE)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> MethodSpec:
         """This spec with the backbone's default distance filled in (what runs, and what is recorded)."""
@@ -49,7 +58,18 @@ class MethodSpec:
         target = get_target(self.target)
         resolve_sampling(target, self.sampling)
         backbone.check_target(target)
+        unknown = sorted(set(self.settings) - set(backbone.method_settings))
+        if unknown:
+            allowed = ", ".join(backbone.method_settings) or "none"
+            raise FairDistillError(
+                f"method {self.name!r} sets {', '.join(unknown)} per method, which backbone {self.backbone!r} "
+                f"cannot vary between methods of one run; per-method settings it allows: {allowed}"
+            )
         return self
+
+    def config_for(self, config: DistillConfig) -> DistillConfig:
+        """The run's ``config`` with this method's own ``settings`` applied."""
+        return replace(config, **self.settings).validate() if self.settings else config
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,14 +88,23 @@ class DistillConfig:
     model: str = "convnet"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     dsa: bool = True
-    warm_epochs: int | None = None  # None: the published schedule for the IPC
+    #: the DSA operations; None: the dataset's own (digits are never flipped)
+    dsa_strategy: str | None = None
+    #: how DSA picks operations when a network is TRAINED on the synthetic set (warm start, inner loops):
+    #: "single" (one operation per image) or "batch" (one operation for the whole batch, as the
+    #: reference code's non-Siamese DSA does); distillation's Siamese DSA is always one transform per class
+    train_dsa_mode: str = "single"
+    warm_epochs: int | None = None  # None: COBRA's schedule for the IPC (embedders.warm_epochs_for)
+    # the warm-started embedder's SGD (lr 0.01, batch 256; the reference: no momentum, no weight decay)
+    warm_momentum: float = 0.9
+    warm_weight_decay: float = 5e-4
     # DC (gradient matching) only: image updates per iteration, inner training epochs between them
-    # (None: the published schedule for the IPC, see backbones.dc.published_loops) and the inner lr
+    # (None: DC's schedule for the IPC, see backbones.dc.published_loops) and the inner lr
     outer_loop: int | None = None
     inner_loop: int | None = None
     lr_net: float = 0.01
     # CAFE (layer-wise feature alignment) only, see backbones.cafe: the weight of each matched layer
-    # (the blocks' outputs, then the embedding; None: the published weights), the discrimination
+    # (the blocks' outputs, then the embedding; None: CAFE's own weights), the discrimination
     # term's weight and temperature, and when the inner loop stops before ``inner_loop`` epochs
     # (the network's accuracy on the synthetic set reaches ``inner_stop_acc``, or has not improved for
     # ``inner_patience`` epochs; None turns either off)
@@ -87,6 +116,15 @@ class DistillConfig:
     # IDC only: multi-formation factor; each stored image is cut into factor x factor tiles, each one a
     # full-size training image (backbones.idc.decode)
     factor: int = 2
+    #: IDC: "mix" (factor**2 real images per stored image, one per tile, as IDC published) or "single"
+    #: (one real image downsampled into the whole stored image, as COBRA's IDC script does)
+    idc_init: str = "mix"
+    #: IDC: ``align_corners`` of the bilinear upsampling that decodes the tiles
+    idc_align_corners: bool = False
+    #: IDC: clamp the stored pixels to [0, 1] (in model space) at the start of every iteration
+    clamp_pixels: bool = True
+    #: CAFE: "sum" of the per-class feature losses, or "mean" over the classes (COBRA-CAFE divides by K)
+    class_reduction: str = "sum"
     seed: int = 0
 
     def validate(self) -> DistillConfig:
@@ -118,6 +156,14 @@ class DistillConfig:
             raise FairDistillError(f"inner_patience must be >= 1 (or None), got {self.inner_patience}")
         if self.factor < 1:
             raise FairDistillError(f"factor must be >= 1, got {self.factor}")
+        if self.train_dsa_mode not in DSA_MODES:
+            raise FairDistillError(f"unknown train_dsa_mode {self.train_dsa_mode!r}; allowed: {', '.join(DSA_MODES)}")
+        if self.idc_init not in ("mix", "single"):
+            raise FairDistillError(f"unknown idc_init {self.idc_init!r}; allowed: mix, single")
+        if self.class_reduction not in ("sum", "mean"):
+            raise FairDistillError(f"unknown class_reduction {self.class_reduction!r}; allowed: mean, sum")
+        if self.warm_momentum < 0 or self.warm_weight_decay < 0:
+            raise FairDistillError("warm_momentum and warm_weight_decay must be >= 0")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,6 +184,13 @@ class EvalConfig:
     weight_decay: float = 5e-4
     batch_size: int = 256
     dsa: bool = True
+    #: the DSA operations; None: the dataset's own (digits are never flipped)
+    dsa_strategy: str | None = None
+    #: "single": one DSA operation per image; "batch": one per batch (the reference code's non-Siamese DSA)
+    dsa_mode: str = "single"
+    #: "reference": E + 1 epochs, lr x 0.1 after epoch E // 2 + 1 by a NEW optimiser (momentum reset), as
+    #: both reference codebases train; "single": E epochs, one optimiser, lr x 0.1 from epoch E // 2
+    schedule: str = "reference"
     empty_cells: str = "ignore"
     seed: int = 0
     # cross-architecture evaluation: train num_models networks of each of these (empty: just ``model``);
@@ -167,6 +220,10 @@ class EvalConfig:
             raise FairDistillError("evaluation epochs must be >= 1")
         if self.empty_cells not in ("ignore", "zero"):
             raise FairDistillError(f"unknown empty_cells {self.empty_cells!r}; allowed: ignore, zero")
+        if self.dsa_mode not in DSA_MODES:
+            raise FairDistillError(f"unknown dsa_mode {self.dsa_mode!r}; allowed: {', '.join(DSA_MODES)}")
+        if self.schedule not in SCHEDULES:
+            raise FairDistillError(f"unknown schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 Each DM iteration draws a fresh randomly initialised network (shared by every method distilled
 in lockstep). The ``random`` embedder uses it as is (DM, FairDD). The ``warm`` embedder first
 trains a copy of it for K epochs on the method's current synthetic images, as the published
-COBRA-DM code does (K = 10 at IPC <= 10, 50 up to IPC 50, 100 above; SGD lr 0.01, batch 256, DSA).
+COBRA-DM code does (K = 50 at IPC 50, 100 at IPC 100, 10 at every other IPC; SGD lr 0.01, batch 256,
+non-Siamese DSA). The reference's SGD has no momentum and no weight decay; the DM backbone takes both
+from the config (``warm_momentum``, ``warm_weight_decay``), so a profile says which it uses.
 
 Gradient-matching backbones train the iteration's network themselves between image updates (DC on
 the synthetic set, IDC on real data): there ``random`` means that published schedule, and ``fixed``
@@ -23,10 +25,13 @@ from .augment import DSA
 from .registry import Registry
 from .training import SGDConfig, train
 
+#: the warm start's learning rate and batch size (COBRA train_dm.py: --lr_net 0.01, --batch_train 256)
+WARM_LR, WARM_BATCH = 0.01, 256
+
 
 def warm_epochs_for(ipc: int) -> int:
-    """The published warm-start schedule."""
-    return 10 if ipc <= 10 else 50 if ipc <= 50 else 100
+    """The warm-start epochs of COBRA's train_dm.py: 50 at IPC 50, 100 at IPC 100, else 10."""
+    return {50: 50, 100: 100}.get(ipc, 10)
 
 
 class Embedder:

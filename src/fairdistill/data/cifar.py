@@ -4,8 +4,11 @@
 training split, classes 0-4 are mostly grayscale and classes 5-9 mostly colour. Here the skew is
 an exact quota, not a coin flip per image: within each class a seeded random permutation picks
 ``round(skew * n_c)`` images for the class's majority look (grayscale for classes 0-4, colour for
-5-9) and the rest get the other one. The test split shows every CIFAR-10 test image twice, once
-in grayscale (group 0) and once in colour (group 1), so it is group balanced.
+5-9) and the rest get the other one. That is the reference's construction (the first 4,500 of each
+class after a seeded shuffle, PUBLISHED.md section 1); only the random generator, hence which
+4,500, differs. The test split shows every CIFAR-10 test image twice, once in grayscale (group 0)
+and once in colour (group 1), so it is group balanced. Normalisation: the reference's CIFAR10-S
+statistics, mean (0.4891, 0.4845, 0.4671), std (0.2428, 0.2408, 0.2510).
 
 Files: the standard "CIFAR-10 python version" (``cifar-10-python.tar.gz`` unpacked), i.e. a folder
 ``cifar-10-batches-py`` with ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` and
@@ -57,9 +60,12 @@ LAYOUT = Layout(
     note="the unpacked 'CIFAR-10 python version', cifar-10-python.tar.gz",
 )
 
-#: CIFAR-10's customary per-channel normalisation (pixels in [0, 1]).
-MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-STD: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
+#: CIFAR10-S's per-channel normalisation as the reference uses it (PUBLISHED.md section 1; pixels in [0, 1]).
+MEAN: tuple[float, float, float] = (0.4891, 0.4845, 0.4671)
+STD: tuple[float, float, float] = (0.2428, 0.2408, 0.2510)
+#: plain CIFAR-10's customary normalisation (the reference uses it for BFFHQ, not for CIFAR10-S)
+CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
 GROUP_NAMES: tuple[str, str] = ("grayscale", "colour")
 GRAY, COLOUR = 0, 1
 NUM_CLASSES = 10
@@ -339,4 +345,15 @@ def cifar10_s(
     )
 
 
-__all__ = ["LAYOUT", "MEAN", "STD", "GROUP_NAMES", "cifar10_s", "luma_uint8", "read_batch", "skewed_groups"]
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "LAYOUT",
+    "MEAN",
+    "STD",
+    "GROUP_NAMES",
+    "cifar10_s",
+    "luma_uint8",
+    "read_batch",
+    "skewed_groups",
+]

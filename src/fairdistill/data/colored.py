@@ -1,16 +1,26 @@
-"""Coloured digits (C-MNIST style) from any grayscale digit source.
+"""Coloured digits (C-MNIST / C-FMNIST style) from any grayscale source.
 
 Ten colours, one per group; in the training split a class takes its "own" colour (group index =
 class index) for a fraction ``rho`` of its images and the other nine colours in equal parts for
-the rest. Test images are shown in every colour (a counterfactual, group-balanced test set).
+the rest. Test images are shown in every colour, or one colour each dealt evenly per class (a
+group-balanced test set).
 
-Two variants: ``fg`` colours the digit (stroke = intensity x colour, black background); ``bg``
-colours the background and keeps the stroke white. The background blend is
-``x = g + (1 - g) * colour`` with the grayscale ``g`` in [0, 1]: a convex combination, so it never
-leaves [0, 1]. (The reference FashionMNIST-background code adds colour to uint8 pixels and lets
-the cast wrap around, so its pixels depend on the platform; ours do not.) With colour 9 (white)
-the ``bg`` variant shows a white digit on a white background: that is what the published colour
-map implies, and we keep it.
+The pixels follow the reference benchmarks (PUBLISHED.md section 1). Two variants, ``fg`` (colour
+the digit / garment) and ``bg`` (colour the background), each in two forms chosen by the source:
+
+* ``binarize=True`` (MNIST digits): the grey pixel ``v`` (0..255) is thresholded at 128
+  (``v >= 128`` is the stroke). ``fg``: stroke = colour, everything else black. ``bg``: the stroke
+  is black and every pixel below 128, background and padding alike, takes the colour; so colour 9
+  (white) is a black digit on white.
+* ``binarize=False`` (FashionMNIST): no threshold. ``fg``: ``colour * v / 255``, a ramp from black
+  to the colour. ``bg``: the blend ``g + (1 - g) * colour`` with ``g = v / 255``, from the colour
+  (``v = 0``, padding included) to white (``v = 255``). This is the blend the reference intends;
+  its code adds the colour to uint8 pixels and lets the cast overflow, so its garment pixels wrap
+  around (and depend on the platform). Ours never leave [0, 1]: a deliberate, named difference.
+
+``binarize=False`` on MNIST digits is our own grey-ramp colouring (not the benchmark's). The 28x28
+images are padded to 32x32 with zeros as the reference does, at offset (4, 4): all the padding on
+the top and left (``padding="top-left"``); ``padding="centre"`` (2 px on every side) is our option.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from torch import Tensor
 
 from ..errors import FairDistillError
 
-#: RGB colours of groups 0-9 (SPEC section 3).
+#: RGB colours of groups 0-9 (the reference colour map, PUBLISHED.md section 1).
 COLOURS: tuple[tuple[int, int, int], ...] = (
     (255, 0, 0),
     (255, 128, 0),
@@ -49,16 +59,27 @@ COLOUR_NAMES: tuple[str, ...] = (
 )
 
 Variant = Literal["fg", "bg"]
+#: where the zero padding of a smaller image goes: the reference's "top-left" (image at offset
+#: (4, 4) for 28 -> 32) or our "centre"
+Padding = Literal["top-left", "centre"]
+PADDINGS: tuple[str, ...] = ("top-left", "centre")
 
 
-def colourize(gray: Tensor, colour_index: Tensor, variant: Variant) -> Tensor:
-    """Colour grayscale images.
+#: the stroke of a binarised digit: grey value ``v >= 128`` of 0..255, i.e. ``v / 255 > 0.5`` (127.5
+#: is the midpoint between 127 and 128, so the float comparison is exact for every uint8 value)
+BINARY_THRESHOLD = 0.5
+
+
+def colourize(gray: Tensor, colour_index: Tensor, variant: Variant, *, binarize: bool = False) -> Tensor:
+    """Colour grayscale images (see the module docstring for the four cases).
 
     Parameters
     ----------
-    gray : (N, H, W) float tensor in [0, 1]
+    gray : (N, H, W) float tensor in [0, 1] (``v / 255`` for uint8 sources)
     colour_index : (N,) int64 in [0, 10)
-    variant : "fg" (colour the stroke) or "bg" (colour the background, white stroke)
+    variant : "fg" (colour the stroke) or "bg" (colour the background)
+    binarize : threshold at 128 (MNIST); fg = mask x colour, bg = black stroke on the colour.
+        False: fg = ``g * colour``, bg = ``g + (1 - g) * colour``.
 
     Returns
     -------
@@ -69,6 +90,9 @@ def colourize(gray: Tensor, colour_index: Tensor, variant: Variant) -> Tensor:
     palette = torch.tensor(COLOURS, dtype=torch.float32) / 255.0
     colour = palette[colour_index].view(-1, 3, 1, 1)
     g = gray.float().unsqueeze(1)
+    if binarize:
+        stroke = (g > BINARY_THRESHOLD).float()
+        return stroke * colour if variant == "fg" else (1.0 - stroke) * colour
     if variant == "fg":
         return g * colour
     return g + (1.0 - g) * colour

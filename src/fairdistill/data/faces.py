@@ -2,14 +2,19 @@
 
 Every loader decodes with Pillow, converts to RGB, takes the centred square of the image (side =
 the shorter edge, offsets rounded as torchvision's ``CenterCrop`` does) and resizes it to
-``image_size`` x ``image_size`` with bilinear filtering (Pillow's, which is what torchvision's
-``Resize`` calls on PIL images). The released images are already square for UTKFace (200x200
-"aligned & cropped") and BFFHQ (128x128), so for them this is a plain resize; CelebA's aligned
-178x218 images become their central 178x178 square, the usual "CenterCrop(178) + Resize(64)"
-pipeline. Pixels are stored uint8 (N, 3, H, W) in the decoded-data cache
-(:func:`~fairdistill.data.cache.cached_arrays`) and normalised with mean = std = 0.5 per channel;
-with ``stream=True`` the training split keeps them uint8 (memory-mapped from the cache) and decodes
-a batch at a time (:class:`~fairdistill.data.store.Uint8Images`), with bit-identical results.
+``image_size`` x ``image_size`` with Pillow. The released images are already square for UTKFace
+(200x200 "aligned & cropped") and BFFHQ (128x128), so for them this is a plain resize; CelebA's
+aligned 178x218 images become their central 178x178 square, the reference's "CenterCrop(178) +
+Resize(64)" (identical on the released images). The filter follows the reference: bicubic for
+BFFHQ (a plain PIL ``resize``, whose default is bicubic in current Pillow), bilinear for UTKFace
+and CelebA (torchvision's ``Resize`` on PIL images). Pixels are stored uint8 (N, 3, H, W) in the
+decoded-data cache (:func:`~fairdistill.data.cache.cached_arrays`; the filter is part of the
+entry's parameters) and normalised with the reference's per-dataset statistics (PUBLISHED.md
+section 1): UTKFace mean (0.6136, 0.4723, 0.4070), std (0.2549, 0.2305, 0.2283); BFFHQ CIFAR-10's
+(0.4914, 0.4822, 0.4465) / (0.2023, 0.1994, 0.2010); CelebA mean (0.5063, 0.4258, 0.3832), std
+(0.2676, 0.2453, 0.2410). With ``stream=True`` the training split keeps the pixels uint8
+(memory-mapped from the cache) and decodes a batch at a time
+(:class:`~fairdistill.data.store.Uint8Images`), with bit-identical results.
 
 Every file listing is sorted (by name, or by path relative to the dataset folder), so labels,
 splits and pixels are identical on any machine. Names starting with ``.`` (such as macOS's
@@ -26,6 +31,7 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,10 +47,18 @@ from .store import Uint8Images
 
 log = logging.getLogger(__name__)
 
-NORM = (0.5, 0.5, 0.5)
+Norm = tuple[float, float, float]
+#: per-channel normalisation (mean, std) of each benchmark, the reference's (PUBLISHED.md section 1)
+UTKFACE_NORM: tuple[Norm, Norm] = ((0.6136, 0.4723, 0.4070), (0.2549, 0.2305, 0.2283))
+BFFHQ_NORM: tuple[Norm, Norm] = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))  # CIFAR-10's
+CELEBA_NORM: tuple[Norm, Norm] = ((0.5063, 0.4258, 0.3832), (0.2676, 0.2453, 0.2410))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-#: how the pixels are made from a file; part of every cache entry's parameters
-TRANSFORM = "rgb-centre-square-bilinear"
+Resample = Literal["bilinear", "bicubic"]
+_PIL_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+#: how the pixels are made from a file with each filter; part of every cache entry's parameters,
+#: so a changed decoding makes a new entry instead of reusing stale pixels
+TRANSFORMS: dict[str, str] = {"bilinear": "rgb-centre-square-bilinear", "bicubic": "rgb-centre-square-bicubic"}
+TRANSFORM = TRANSFORMS["bilinear"]
 #: decode in a thread pool from this many images on (a few files are faster in one thread)
 THREADED_FROM = 256
 
@@ -58,8 +72,8 @@ CELEBA_NUM_ATTRIBUTES = 40
 
 
 # ---- decoding ---------------------------------------------------------------------------------
-def decode_face(path: Path, size: int) -> np.ndarray:
-    """One image file -> (3, size, size) uint8: RGB, centred square crop, bilinear resize."""
+def decode_face(path: Path, size: int, resample: Resample = "bilinear") -> np.ndarray:
+    """One image file -> (3, size, size) uint8: RGB, centred square crop, Pillow resize (``resample``)."""
     try:
         with Image.open(path) as img:
             rgb = img.convert("RGB")  # forces the full decode, so a truncated file fails here
@@ -71,29 +85,31 @@ def decode_face(path: Path, size: int) -> np.ndarray:
         left, top = int(round((w - side) / 2)), int(round((h - side) / 2))
         rgb = rgb.crop((left, top, left + side, top + side))
     if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.BILINEAR)
+        rgb = rgb.resize((size, size), _PIL_FILTERS[resample])
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def decode_images(paths: Sequence[Path], size: int, *, what: str = "images") -> np.ndarray:
+def decode_images(
+    paths: Sequence[Path], size: int, *, what: str = "images", resample: Resample = "bilinear"
+) -> np.ndarray:
     """Decode ``paths`` in order into one (N, 3, size, size) uint8 array (threads: Pillow releases the GIL)."""
     out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     workers = max(1, min(8, os.cpu_count() or 1))
     chunk = 4096
     if workers == 1 or len(paths) < THREADED_FROM:
         for i, p in enumerate(paths):
-            out[i] = decode_face(p, size)
+            out[i] = decode_face(p, size, resample)
         return out
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(paths), chunk):
             block = paths[start : start + chunk]
-            for i, arr in enumerate(pool.map(lambda p: decode_face(p, size), block)):
+            for i, arr in enumerate(pool.map(lambda p: decode_face(p, size, resample), block)):
                 out[start + i] = arr
             log.info("%s: decoded %d / %d", what, min(start + chunk, len(paths)), len(paths))
     return out
 
 
-def _model_space(pixels: np.ndarray, index: np.ndarray | None = None) -> Tensor:
+def _model_space(pixels: np.ndarray, norm: tuple[Norm, Norm], index: np.ndarray | None = None) -> Tensor:
     """Normalised float32 images of ``pixels[index]``, filled block by block (no full-size temporaries)."""
     n = len(pixels) if index is None else len(index)
     out = torch.empty((n, *pixels.shape[1:]), dtype=torch.float32)
@@ -101,7 +117,7 @@ def _model_space(pixels: np.ndarray, index: np.ndarray | None = None) -> Tensor:
     for start in range(0, n, step):
         stop = min(start + step, n)
         block = pixels[start:stop] if index is None else pixels[index[start:stop]]
-        out[start:stop] = normalise_uint8(np.ascontiguousarray(block), NORM, NORM)
+        out[start:stop] = normalise_uint8(np.ascontiguousarray(block), *norm)
     return out
 
 
@@ -111,12 +127,13 @@ def _split(
     groups: np.ndarray,
     index: np.ndarray | None = None,
     *,
+    norm: tuple[Norm, Norm],
     stream: bool = False,
 ) -> FairSplit:
     """A split of ``pixels[index]``; ``stream``: kept as uint8 (memory-mapped) and decoded per batch."""
     y, a = (labels, groups) if index is None else (labels[index], groups[index])
     return FairSplit(
-        Uint8Images(pixels, NORM, NORM, rows=index) if stream else _model_space(pixels, index),
+        Uint8Images(pixels, *norm, rows=index) if stream else _model_space(pixels, norm, index),
         torch.as_tensor(np.asarray(y, dtype=np.int64)),
         torch.as_tensor(np.asarray(a, dtype=np.int64)),
     )
@@ -229,6 +246,7 @@ def utkface(
     image_size: int = 64,
     seed: int = 0,
     test_per_cell: int = 100,
+    test_cells: Literal["equal", "capped"] = "equal",
     cache_dir: str | Path | None = None,
     cache: bool = True,
     stream: bool = False,
@@ -240,10 +258,14 @@ def utkface(
     cropped release; ``.png`` accepted). Race 4 ("Others") is dropped; files whose name does not
     parse (the release has a few with a field missing) are skipped and counted in a warning.
 
-    Split (the FairDD / COBRA setup): from every (age bin, race) cell, up to ``test_per_cell`` images
-    go to test, chosen by a permutation seeded by ``seed`` and the cell over the cell's members in
-    sorted-file-name order; the rest is the natural, unbalanced train set. The images are 200x200
-    faces, simply resized (bilinear) to ``image_size``.
+    Split (the FairDD / COBRA setup, ``test_cells="equal"``): ``k = min(test_per_cell, smallest
+    cell)`` images from EVERY (age bin, race) cell go to test, so the test set is balanced over the
+    cells; the rest is the natural, unbalanced train set. (The smallest cell is taken over the
+    non-empty cells; an empty cell, which the release does not have, is logged.) Our option
+    ``test_cells="capped"`` takes ``min(n, test_per_cell)`` from each cell instead (unbalanced when a
+    cell is small). Which images: a permutation seeded by ``seed`` and the cell over the cell's
+    members in sorted-file-name order. The images are 200x200 faces, simply resized (bilinear) to
+    ``image_size``; normalised with the reference's UTKFace statistics (:data:`UTKFACE_NORM`).
 
     Cache: one entry of pixels for every kept image (keyed by ``image_size``), stamped by each image
     file's size and modification time; labels and the split are recomputed from the names on every
@@ -252,6 +274,8 @@ def utkface(
     size = _check_size(image_size)
     if isinstance(test_per_cell, bool) or not isinstance(test_per_cell, int) or test_per_cell < 1:
         raise FairDistillError(f"test_per_cell must be a positive integer, got {test_per_cell!r}")
+    if test_cells not in ("equal", "capped"):
+        raise FairDistillError(f"unknown test_cells {test_cells!r}; allowed: capped, equal")
     root = data_root_from(data_root)
     folder = UTKFACE_LAYOUT.find(root)
 
@@ -297,19 +321,36 @@ def utkface(
     labels = np.array([utk_age_bin(a) for a in ages], dtype=np.int64)
     groups = np.array(races, dtype=np.int64)
     cells = [(y, a) for y in range(len(UTK_CLASSES)) for a in range(len(UTK_RACES))]
-    test_idx = _cell_sample(labels, groups, cells, lambda n: min(n, test_per_cell), seed, ("utkface-test",))
+    sizes = {cell: int(((labels == cell[0]) & (groups == cell[1])).sum()) for cell in cells}
+    if test_cells == "equal":
+        empty = [f"({UTK_CLASSES[y]}, {UTK_RACES[a]})" for (y, a), n in sizes.items() if n == 0]
+        if empty:
+            log.warning("UTKFace: no image in cell(s) %s; the test share is set by the other cells", ", ".join(empty))
+        per_cell = min(test_per_cell, min(n for n in sizes.values() if n))
+        quota: Callable[[int], int] = lambda n: min(n, per_cell)  # noqa: E731
+        what = f"{per_cell} per cell"
+    else:
+        quota = lambda n: min(n, test_per_cell)  # noqa: E731
+        what = f"<= {test_per_cell} per cell (capped, our option)"
+    test_idx = _cell_sample(labels, groups, cells, quota, seed, ("utkface-test",))
     train_mask = np.ones(len(labels), dtype=bool)
     train_mask[test_idx] = False
     return FairDataset(
         name="utkface",
-        train=_split(pixels, labels, groups, np.flatnonzero(train_mask), stream=stream),
-        test=_split(pixels, labels, groups, test_idx),
+        train=_split(pixels, labels, groups, np.flatnonzero(train_mask), norm=UTKFACE_NORM, stream=stream),
+        test=_split(pixels, labels, groups, test_idx, norm=UTKFACE_NORM),
         class_names=UTK_CLASSES,
         group_names=UTK_RACES,
-        mean=NORM,
-        std=NORM,
-        description=f"UTKFace {size}x{size}: age bin by race, natural train, test <= {test_per_cell} per cell",
-        params={"image_size": size, "seed": seed, "test_per_cell": test_per_cell, "transform": TRANSFORM},
+        mean=UTKFACE_NORM[0],
+        std=UTKFACE_NORM[1],
+        description=f"UTKFace {size}x{size}: age bin by race, natural train, test {what}",
+        params={
+            "image_size": size,
+            "seed": seed,
+            "test_per_cell": test_per_cell,
+            "test_cells": test_cells,
+            "transform": TRANSFORM,
+        },
     )
 
 
@@ -338,6 +379,7 @@ def bffhq(
     *,
     data_root: str | Path | None = None,
     image_size: int = 64,
+    resample: Resample = "bicubic",
     cache_dir: str | Path | None = None,
     cache: bool = True,
     stream: bool = False,
@@ -356,11 +398,16 @@ def bffhq(
     that code reads them; an image is bias-aligned when the two are equal, and the aligned pairs are
     young women and old men, hence gender 0 = female, 1 = male. The whole official test folder is
     used (the DisEnt code reports accuracy on its bias-conflicting half only). The 128x128 images
-    are resized (bilinear) to ``image_size``.
+    are resized to ``image_size`` with Pillow's bicubic filter, as the reference's plain
+    ``Image.resize`` does (``resample="bilinear"`` is our option); normalised with CIFAR-10's
+    statistics, as the reference does (:data:`BFFHQ_NORM`).
 
     Cache: one entry with the train and test pixels, stamped by every image file.
     """
     size = _check_size(image_size)
+    if resample not in TRANSFORMS:
+        raise FairDistillError(f"unknown resample {resample!r}; allowed: {', '.join(sorted(TRANSFORMS))}")
+    transform = TRANSFORMS[resample]
     root = data_root_from(data_root)
     folder = BFFHQ_LAYOUT.find(root)
     parts = {
@@ -385,14 +432,14 @@ def bffhq(
 
     def build() -> dict[str, np.ndarray]:
         return {
-            "train": decode_images(train_paths, size, what="BFFHQ train"),
-            "test": decode_images(test_paths, size, what="BFFHQ test"),
+            "train": decode_images(train_paths, size, what="BFFHQ train", resample=resample),
+            "test": decode_images(test_paths, size, what="BFFHQ test", resample=resample),
         }
 
     arrays = cached_arrays(
         "bffhq",
         train_paths + test_paths,
-        {"image_size": size, "transform": TRANSFORM, "percent": BFFHQ_PERCENT},
+        {"image_size": size, "transform": transform, "percent": BFFHQ_PERCENT},
         build,
         cache_dir=cache_dir,
         cache=cache,
@@ -401,14 +448,17 @@ def bffhq(
     test_attr = attrs["test"]
     return FairDataset(
         name="bffhq",
-        train=_split(arrays["train"], train_attr[:, 0], train_attr[:, 1], stream=stream),
-        test=_split(arrays["test"], test_attr[:, 0], test_attr[:, 1]),
+        train=_split(arrays["train"], train_attr[:, 0], train_attr[:, 1], norm=BFFHQ_NORM, stream=stream),
+        test=_split(arrays["test"], test_attr[:, 0], test_attr[:, 1], norm=BFFHQ_NORM),
         class_names=BFFHQ_CLASSES,
         group_names=BFFHQ_GROUPS,
-        mean=NORM,
-        std=NORM,
-        description=f"BFFHQ {size}x{size}: age by gender, {BFFHQ_PERCENT} bias-conflicting train, official test",
-        params={"image_size": size, "percent": BFFHQ_PERCENT, "transform": TRANSFORM},
+        mean=BFFHQ_NORM[0],
+        std=BFFHQ_NORM[1],
+        description=(
+            f"BFFHQ {size}x{size} ({resample}): age by gender, {BFFHQ_PERCENT} bias-conflicting train, official test"
+            + ("" if resample == "bicubic" else "; bilinear resize, our option")
+        ),
+        params={"image_size": size, "percent": BFFHQ_PERCENT, "transform": transform},
     )
 
 
@@ -523,7 +573,9 @@ def celeba(
     (class, group) cells: each cell gives the size of the smallest cell, chosen by a permutation
     seeded by ``seed``, the two attributes and the cell, over the cell's members in file-name order.
     Partition 1 (validation) is not used. Images: the centred 178x178 square, bilinear to
-    ``image_size``.
+    ``image_size`` (the reference's CenterCrop(178) + Resize(64) on the released 178x218 images; on
+    images of another size we crop the centred square of the shorter edge instead of 178 px);
+    normalised with the reference's CelebA statistics (:data:`CELEBA_NORM`).
 
     Cache: one entry holds the pixels of every partition-0 and partition-2 image (keyed by
     ``image_size`` only, so every attribute pair and seed shares it). With ~180k images, stamping
@@ -595,12 +647,12 @@ def celeba(
     chosen = _cell_sample(y_test, a_test, cells, lambda n: per_cell, seed, ("celeba-test", target, sensitive))
     return FairDataset(
         name="celeba",
-        train=_split(arrays["train"], labels[train_rows], groups[train_rows], stream=stream),
-        test=_split(arrays["test"], y_test, a_test, chosen),
+        train=_split(arrays["train"], labels[train_rows], groups[train_rows], norm=CELEBA_NORM, stream=stream),
+        test=_split(arrays["test"], y_test, a_test, chosen, norm=CELEBA_NORM),
         class_names=(f"not {target}", target),
         group_names=(f"not {sensitive}", sensitive),
-        mean=NORM,
-        std=NORM,
+        mean=CELEBA_NORM[0],
+        std=CELEBA_NORM[1],
         description=f"CelebA {size}x{size}: {target} by {sensitive}, natural train, balanced test ({per_cell}/cell)",
         params={"target": target, "sensitive": sensitive, "image_size": size, "seed": seed, "transform": TRANSFORM},
     )
@@ -608,6 +660,9 @@ def celeba(
 
 __all__ = [
     "BFFHQ_LAYOUT",
+    "BFFHQ_NORM",
+    "CELEBA_NORM",
+    "UTKFACE_NORM",
     "CELEBA_LAYOUT",
     "UTKFACE_LAYOUT",
     "bffhq",
