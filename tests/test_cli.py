@@ -84,6 +84,7 @@ def test_distill_then_evaluate(tmp_path):
         "distance": "l1",
         "embedder": "warm",
         "sampling": None,
+        "settings": {},
     }
     assert record["preset"] == "cobra-cpu"
     res = invoke(

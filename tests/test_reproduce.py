@@ -268,9 +268,10 @@ def test_side_by_side_with_a_fake_compare(tmp_path, fake, mnist_root):
         iterations=2,
     )
     # one compare per (dataset, backbone), the contract's arguments
+    # FairDD's table has no COBRA rows: the fairdd-paper profile still runs cobra (on FairDD's schedule)
     assert [(c["backbone"], c["methods"]) for c in fake.calls] == [
-        ("dm", ["vanilla", "fairdd"]),
-        ("dc", ["vanilla", "fairdd"]),
+        ("dm", ["vanilla", "fairdd", "cobra"]),
+        ("dc", ["vanilla", "fairdd", "cobra"]),
     ]
     call = fake.calls[0]
     assert call["dataset"].name == "cmnist-fg"
@@ -306,11 +307,13 @@ def test_side_by_side_with_a_fake_compare(tmp_path, fake, mnist_root):
     ours = rows[("cmnist-fg", "dc", "random-balanced")]
     assert ours.status == "ours" and ours.published == {"acc": None, "deo_m": None, "deo_a": None}
     assert ours.ours["acc"]["mean"] == 85.0 and ours.difference == {"acc": None, "deo_m": None, "deo_a": None}
+    extra = rows[("cmnist-fg", "dm", "cobra")]
+    assert extra.status == "ours" and extra.published["acc"] is None and "not in the paper's table" in extra.remark
     whole = rows[("cmnist-fg", None, "whole")]
     assert whole.status == "reference" and whole.ours is None and whole.published["acc"] == 97.71
     assert [c.method for c in result.rows] == [
-        *("dm", "dm+fairdd", "random", "random-balanced"),
-        *("dc", "dc+fairdd", "random", "random-balanced"),
+        *("dm", "dm+fairdd", "cobra", "random", "random-balanced"),
+        *("dc", "dc+fairdd", "cobra", "random", "random-balanced"),
         "whole",
     ]
     assert result.reductions == fake.reductions and result.skipped == []
@@ -431,7 +434,7 @@ def test_end_to_end_on_idx_files(tmp_path):
         num_models=1,
         epochs=2,
     )
-    assert [c.method for c in result.rows] == ["dm", "dm+fairdd", "random", "random-balanced", "whole"]
+    assert [c.method for c in result.rows] == ["dm", "dm+fairdd", "cobra", "random", "random-balanced", "whole"]
     for c in result.rows[:4]:
         assert c.ours is not None and set(c.ours) == {"acc", "deo_m", "deo_a"}
         assert 0.0 <= c.ours["acc"]["mean"] <= 100.0
@@ -444,7 +447,7 @@ def test_end_to_end_on_idx_files(tmp_path):
     assert result.groups[0].profile == "fairdd-paper"
     md = (out / "reproduce.md").read_text()
     first_table = md[md.index("| dataset |") : md.index("\n\n", md.index("| dataset |"))]
-    assert first_table.count("| cmnist-fg |") == 5
+    assert first_table.count("| cmnist-fg |") == 6
     assert "## Reduced settings (scale cpu)" in md
 
 

@@ -301,7 +301,10 @@ def compare(
         "random,random-balanced,full"
     ),
     preset: Annotated[
-        str | None, typer.Option("--preset", help="Compute profile: cpu or gpu (default: by device).")
+        str | None,
+        typer.Option(
+            "--preset", help="Compute profile: cpu or gpu (ours; default: by device), cobra-paper or fairdd-paper."
+        ),
     ] = None,
     backbone: Annotated[str, typer.Option("--backbone", help="Matching backbone.")] = "dm",
     ipc: IpcOpt = 10,
@@ -310,6 +313,10 @@ def compare(
     epochs: EpochsOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    scale: Annotated[
+        str | None,
+        typer.Option("--scale", help="cpu: cut the profile's sizes to two CPU cores (each cut listed); default: as is"),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/compare"),
     group_label_fraction: GroupFractionOpt = None,
     group_label_noise: GroupNoiseOpt = None,
@@ -358,8 +365,11 @@ def compare(
             report=report,
             eval_workers=eval_workers,
             eval_executor=eval_executor,
+            scale=scale,
         )
     s = result.summary
+    for cut in s["scale"]["reductions"]:
+        out_console.print(f"reduced: {cut}", highlight=False)
     title = (
         f"{s['dataset']} · {s['backbone']} · ipc {s['ipc']} · preset {s['preset']} · "
         f"{s['eval_config']['num_models']} model(s) · mean ± std, %"

@@ -527,7 +527,7 @@ def _gpu() -> dict[str, BackboneProfile]:
 
 
 def _cpu() -> dict[str, BackboneProfile]:
-    ev = _our_eval(2, 200, 15, NET32, "two CPU cores in minutes")
+    ev = _our_eval(2, 200, 10, NET32, "two CPU cores in minutes")
     net = ours(dict(NET32), "ConvNet width 32 on two CPU cores")
     dm = {
         "iterations": ours(300, "two CPU cores in minutes"),
@@ -646,7 +646,7 @@ PROFILES.add(
 #: per backbone, the cuts that bring a paper recipe to two CPU cores: setting -> (value, why)
 CPU_SCALE: dict[str, dict[str, tuple[Any, str]]] = {
     "dm": {
-        "iterations": (1000, "image updates"),
+        "iterations": (500, "image updates"),
         "batch_real": (64, "real images per class per iteration"),
         "warm_epochs": (3, "warm-start epochs"),
     },
@@ -658,7 +658,7 @@ CPU_SCALE: dict[str, dict[str, tuple[Any, str]]] = {
              "batch_real": (32, "real images per class"), "lr_img": (1.0, "image rate, for 150 updates")},
 }  # fmt: skip
 CPU_SCALE_NET = {"width": 32}
-CPU_SCALE_EVAL = {"num_models": 2, "epochs": 300, "full_epochs": 15}
+CPU_SCALE_EVAL = {"num_models": 2, "epochs": 200, "full_epochs": 10}
 
 
 def cpu_scale(

@@ -37,6 +37,7 @@ from typing import Any
 
 from .artifacts import atomic_write_bytes, environment, write_json
 from .errors import FairDistillError, unknown_name
+from .profiles import PROFILES
 
 log = logging.getLogger("fairdistill")
 
@@ -427,11 +428,12 @@ def _comparison(
     ours = None if methods is None else _stats(methods, name)
     if row is None:  # a baseline of ours that the paper does not report
         published: dict[str, float | None] = dict.fromkeys(METRICS)
-        remark = (
-            "ours (the same number of real images from every group of a class); in neither paper"
-            if name == OURS_BASELINE
-            else "ours: not in the paper"
-        )
+        if name == OURS_BASELINE:
+            remark = "ours (the same number of real images from every group of a class); in neither paper"
+        elif name in RECIPES:
+            remark = "not in the paper's table: run with the paper's schedule, the method's own knobs (presets show)"
+        else:
+            remark = "ours: not in the paper"
         return Comparison(
             dataset, backbone, name, name, "ours", published, ours, _difference(published, None), (), remark
         )
@@ -530,7 +532,10 @@ def reproduce(
             skipped.append(Skipped(dataset, backbone, methods, _first_line(err), skipped_rows, str(err)))
         else:
             names = {r.name for r in drows}
-            recipes = [m for m in RECIPES if m in names]
+            # every recipe the paper's profile runs on this backbone: those the table reports, and the ones it
+            # does not (FairDD reports no COBRA; the profile runs COBRA on FairDD's schedule, labelled ours)
+            runnable = PROFILES.get(profile).of(backbone).recipes or RECIPES
+            recipes = [m for m in RECIPES if m in names or m in runnable]
             group_out = None if out_dir is None else out_dir / f"{dataset}-{backbone}"
             hook = None
             if progress is not None:
@@ -578,6 +583,9 @@ def reproduce(
             )
             for r in drows:
                 comparisons.append(_comparison(dataset, backbone, r, r.name, methods))
+            for m in recipes:
+                if m not in names:  # run under the paper's profile, but not in its table
+                    comparisons.append(_comparison(dataset, backbone, None, m, methods))
             for b in BASELINES:
                 comparisons.append(_comparison(dataset, backbone, baseline_rows.get(b), b, methods))
         if remaining[dataset] == 0:
