@@ -273,6 +273,15 @@ def _paper_common(script: str) -> dict[str, Setting]:
     }
 
 
+def _dsa_off(source: str) -> dict[str, Setting]:
+    """A script that runs without DSA: off, no strategy, and the (unused) training mode."""
+    return {
+        "dsa": Setting(False, source),
+        "dsa_strategy": Setting(None, source),
+        "train_dsa_mode": Setting("batch", f"{source} (unused: DSA off)"),
+    }
+
+
 def _paper_eval(script: str, models: int, epochs: int, dsa: bool, flags: str) -> dict[str, Setting]:
     aug = (
         f"{script}: DSA {REF_DSA} in evaluate_synset" if dsa else f"{script}: no augmentation (DSA off, dc_aug 'none')"
@@ -342,9 +351,7 @@ def _cobra_gradient(script: str, *, idc: bool) -> BackboneProfile:
         "lr_img": Setting(0.1, f"{s} --lr_img 0.1"),
         "lr_net": Setting(0.01, f"{s} --lr_net 0.01"),
         "batch_real": Setting(256, f"{s} --batch_real 256"),
-        "dsa": Setting(False, f"{s} --dsa_strategy None"),
-        "dsa_strategy": Setting(None, f"{s} --dsa_strategy None"),
-        "train_dsa_mode": Setting("batch", f"{s}: unused (DSA off)"),
+        **_dsa_off(f"{s} --dsa_strategy None"),
         **_loop_settings(_loops_cobra, s),
     }
     embedder, net_note = "random", "the net trained on the synthetic set between image updates (get_loops inner)"
@@ -388,9 +395,7 @@ def _cobra_cafe() -> BackboneProfile:
         "lr_img": Setting(0.1, f"{s} --lr_img 0.1, halved at 1200, 1600, 1800 (adjust_learning_rate)"),
         "lr_net": Setting(0.01, f"{s} --lr_net 0.01"),
         "batch_real": Setting(256, f"{s} --batch_real 256"),
-        "dsa": Setting(False, f"{s} --dsa_strategy None"),
-        "dsa_strategy": Setting(None, f"{s} --dsa_strategy None"),
-        "train_dsa_mode": Setting("batch", f"{s}: unused (DSA off)"),
+        **_dsa_off(f"{s} --dsa_strategy None"),
         **_loop_settings(_loops_cobra, s),
         "inner_stop_acc": Setting(None, f"{s}: the inner loop always runs its get_loops epochs"),
         "inner_patience": Setting(None, f"{s}: acc_watcher is reset every outer step, so the early stop never fires"),
@@ -462,9 +467,7 @@ def _fairdd_dc() -> BackboneProfile:
         "lr_img": Setting(0.1, f"{s} --lr_img 0.1"),
         "lr_net": Setting(0.01, f"{s} --lr_net 0.01"),
         "batch_real": Setting(256, f"{s} --batch_real 256"),
-        "dsa": Setting(False, f"{s}: no DSA"),
-        "dsa_strategy": Setting(None, f"{s}: no DSA"),
-        "train_dsa_mode": Setting("batch", f"{s}: unused (DSA off)"),
+        **_dsa_off(f"{s}: no DSA"),
         **_loop_settings(_loops_fairdd, s),
     }
     why = f"{s} --dis_metric ours (per-unit 1 - cos, 1-D parameters ignored)"
