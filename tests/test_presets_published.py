@@ -185,6 +185,13 @@ def test_our_profiles_and_recipes_do_not_claim_to_be_published():
     assert profile_configs("cpu", 10, backbone="dc")[0].dsa
 
 
+def test_describe_preset_refuses_a_bad_ipc_and_profile():
+    with pytest.raises(Exception, match="ipc must be >= 1"):
+        describe_preset("cobra", "cobra-paper", ipc=0)
+    with pytest.raises(Exception, match="unknown profile 'tpu'"):
+        describe_preset("cobra", "tpu")
+
+
 def test_list_presets_only_names_what_a_profile_runs():
     names = set(list_presets())
     assert "cobra-cobra-paper" in names and "dc-fairdd-fairdd-paper" in names

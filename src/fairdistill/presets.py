@@ -364,6 +364,8 @@ def describe_preset(
     """
     from .targets import get_target, resolve_sampling
 
+    if ipc < 1:
+        raise FairDistillError(f"ipc must be >= 1, got {ipc}")
     if profile is not None:
         PROFILES.get(profile)  # an unknown profile is named as such
     name = recipe if profile is None else f"{recipe}-{profile}"
