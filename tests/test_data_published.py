@@ -130,6 +130,57 @@ def test_fashion_background_blend_from_colour_to_white(idx_root):
     assert px.min() >= 0 and px.max() <= 1  # no overflow, unlike the reference's uint8 cast
 
 
+def reference_cast_wraps() -> bool:
+    """Whether this CPU's float-to-uint8 cast wraps modulo 256 (x86 does; the reference ran there)."""
+    return torch.tensor([300.0, 65025.0]).byte().tolist() == [44, 1]
+
+
+def test_fashion_background_reference_pixels(idx_root):
+    """fmnist_bg="reference": the reference code's arithmetic, hand-computed at the anchors."""
+    px = train_pixels("cfmnist-bg", idx_root, fmnist_bg="reference")
+    for i in range(10):
+        c = colour(i)
+        np.testing.assert_allclose(px[i, :, 0, 0], c, atol=1e-6)  # v = 0 (padding): 255 c, the colour
+        np.testing.assert_allclose(at(px, i, 20, 20), c, atol=1e-6)  # v = 0 in the image
+        # v = 255: 255 * 255 = 65025 = 254 * 256 + 1, whatever the colour
+        np.testing.assert_allclose(px[i, :, 4, 4], 1 / 255, atol=1e-6)
+    # on white (colour 9) x = 255 * (255 - 254 (255 - v) / 255) = 65025 - 254 (255 - v):
+    # v = 128: 32767 -> 255; v = 129: 33021 -> 253; v = 126: 32259 exactly, but float32 (the
+    # reference's arithmetic) gives 32258.998 and the cast truncates: 32258 -> 2, not 3
+    for v, expected in ((128, 255), (129, 253), (126, 2)):
+        white = at(px, 9, 10, STROKE_COLS[RAMP.index(v)])
+        np.testing.assert_allclose(white, expected / 255, atol=1e-6, err_msg=f"v={v}")
+    assert not np.allclose(px[9, :, 4:, 4:], 1)  # the white group is not blank
+
+
+@pytest.mark.skipif(not reference_cast_wraps(), reason="this CPU's uint8 cast does not wrap as the reference's did")
+def test_fashion_background_reference_equals_the_uint8_cast_for_every_grey_and_colour():
+    from fairdistill.data.colored import colourize
+
+    v = torch.arange(256, dtype=torch.uint8).view(1, 16, 16).repeat(10, 1, 1)
+    ours = colourize(v.float() / 255, torch.arange(10), "bg", fmnist_bg="reference")
+    # the reference's expression, in its order and in float32, ending in its uint8 cast
+    d = ((255.0 - v.float()) / 255.0).unsqueeze(3)
+    end = torch.tensor(COLOURS, dtype=torch.float32).view(10, 1, 1, 3) / 255.0
+    cast = ((255.0 + d * (end - 255.0)) * 255).byte().permute(0, 3, 1, 2)
+    assert torch.equal((ours * 255).round().to(torch.uint8), cast)
+
+
+def test_intended_background_blend_blanks_the_white_group(idx_root):
+    """Why reproduce builds the reference's pixels: in the blend, colour 9 erases every garment."""
+    blend = train_pixels("cfmnist-bg", idx_root)
+    np.testing.assert_allclose(blend[9], 1, atol=1e-6)
+    kw = dict(data_root=idx_root, cache_dir=idx_root / "cache")
+    ref = load_dataset("cfmnist-bg", fmnist_bg="reference", **kw)
+    assert ref.params["fmnist_bg"] == "reference" and "wrapped modulo 256" in ref.description
+    assert "fmnist_bg" not in load_dataset("cfmnist-bg", **kw).params  # the default keeps its identity
+    with pytest.raises(FairDistillError, match="unknown fmnist_bg 'wrap'; allowed: blend, reference"):
+        load_dataset("cfmnist-bg", fmnist_bg="wrap", **kw)
+    for key in ("cfmnist-fg", "cmnist-bg"):
+        with pytest.raises(FairDistillError, match="applies to the unbinarised background colouring"):
+            load_dataset(key, fmnist_bg="reference", **kw)
+
+
 def test_descriptions_and_params_name_the_choices(idx_root):
     kw = dict(data_root=idx_root, cache_dir=idx_root / "cache")
     mnist_bg, fmnist_bg = load_dataset("cmnist-bg", **kw), load_dataset("cfmnist-bg", **kw)
@@ -159,7 +210,12 @@ def test_centre_padding_is_an_option_and_the_cache_holds_raw_pixels(idx_root):
 
 @pytest.mark.parametrize(
     "source,variant,options",
-    [("mnist", "bg", {}), ("fashion-mnist", "bg", {"padding": "centre"}), ("mnist", "fg", {"binarize": False})],
+    [
+        ("mnist", "bg", {}),
+        ("fashion-mnist", "bg", {"padding": "centre"}),
+        ("fashion-mnist", "bg", {"fmnist_bg": "reference"}),
+        ("mnist", "fg", {"binarize": False}),
+    ],
 )
 def test_streamed_colouring_is_bit_identical(idx_root, source, variant, options):
     kw = dict(data_root=idx_root, cache_dir=idx_root / "cache", **options)

@@ -347,6 +347,23 @@ def test_side_by_side_with_a_fake_compare(tmp_path, fake, mnist_root):
     assert "evaluation &lt;b>epochs&lt;/b> &amp; 1000" in md  # no raw HTML in the Markdown either
 
 
+def test_fashion_background_is_built_with_the_reference_pixels(tmp_path, fake):
+    """The papers measured C-FMNIST BG with their code's uint8-wrapped pixels, not our intended blend."""
+    root = tmp_path / "data"
+    write_mnist(root, "FashionMNIST/raw", train_per_class=20, test_per_class=10)
+    out = tmp_path / "out"
+    reproduce("fairdd", datasets="cfmnist-bg,cfmnist-fg", backbones="dm", data_root=root, out=out, device="cpu")
+    built = {c["dataset"].name: c["dataset"] for c in fake.calls}
+    assert built["cfmnist-bg"].params["fmnist_bg"] == "reference"
+    assert "fmnist_bg" not in built["cfmnist-fg"].params
+    record = json.loads((out / "reproduce.json").read_text())
+    assert record["settings"]["dataset_options"] == {"cfmnist-bg": {"fmnist_bg": "reference"}}
+    assert (
+        "- cfmnist-bg built with: fmnist_bg=reference (the reference code's pixels)"
+        in (out / "reproduce.md").read_text()
+    )
+
+
 def test_cobra_eod_against_deo_m_or_both(tmp_path, fake, mnist_root):
     result = reproduce("cobra", datasets=["cmnist-fg"], data_root=mnist_root, device="cpu")
     assert fake.calls[0]["methods"] == ["vanilla", "fairdd", "cobra"] and fake.calls[0]["preset"] == "cobra-paper"

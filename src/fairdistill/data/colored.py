@@ -14,9 +14,14 @@ the digit / garment) and ``bg`` (colour the background), each in two forms chose
   (white) is a black digit on white.
 * ``binarize=False`` (FashionMNIST): no threshold. ``fg``: ``colour * v / 255``, a ramp from black
   to the colour. ``bg``: the blend ``g + (1 - g) * colour`` with ``g = v / 255``, from the colour
-  (``v = 0``, padding included) to white (``v = 255``). This is the blend the reference intends;
-  its code adds the colour to uint8 pixels and lets the cast overflow, so its garment pixels wrap
-  around (and depend on the platform). Ours never leave [0, 1]: a deliberate, named difference.
+  (``v = 0``, padding included) to white (``v = 255``). This is the blend the reference intends
+  and our default (``fmnist_bg="blend"``), a deliberate, named difference from its code: there the
+  arithmetic starts from 255 instead of 1 and the float-to-uint8 cast wraps garment pixels modulo
+  256. ``fmnist_bg="reference"`` computes exactly that, in float32 as the reference does, with the
+  wrap made explicit (truncate, then modulo 256: what the cast does on the CPUs the papers used),
+  so it no longer depends on the platform. It matters: in the intended blend colour 9 (white) is a
+  blank image, every pixel white whatever the garment, so no model can classify that group and
+  DEO_M is 100 for every method; in the reference's pixels the white group shows a dark garment.
 
 ``binarize=False`` on MNIST digits is our own grey-ramp colouring (not the benchmark's). The 28x28
 images are padded to 32x32 with zeros as the reference does, at offset (4, 4): all the padding on
@@ -63,6 +68,9 @@ Variant = Literal["fg", "bg"]
 #: (4, 4) for 28 -> 32) or our "centre"
 Padding = Literal["top-left", "centre"]
 PADDINGS: tuple[str, ...] = ("top-left", "centre")
+#: the C-FMNIST background pixels: the intended "blend" (our default) or the "reference" code's
+FmnistBg = Literal["blend", "reference"]
+FMNIST_BGS: tuple[str, ...] = ("blend", "reference")
 
 
 #: the stroke of a binarised digit: grey value ``v >= 128`` of 0..255, i.e. ``v / 255 > 0.5`` (127.5
@@ -70,7 +78,19 @@ PADDINGS: tuple[str, ...] = ("top-left", "centre")
 BINARY_THRESHOLD = 0.5
 
 
-def colourize(gray: Tensor, colour_index: Tensor, variant: Variant, *, binarize: bool = False) -> Tensor:
+def check_fmnist_bg(fmnist_bg: str, variant: str, binarize: bool) -> None:
+    """Refuse an unknown ``fmnist_bg``, or "reference" where there is no C-FMNIST background."""
+    if fmnist_bg not in FMNIST_BGS:
+        raise FairDistillError(f"unknown fmnist_bg {fmnist_bg!r}; allowed: {', '.join(FMNIST_BGS)}")
+    if fmnist_bg != "blend" and (binarize or variant != "bg"):
+        raise FairDistillError(
+            "fmnist_bg='reference' applies to the unbinarised background colouring (C-FMNIST BG) only"
+        )
+
+
+def colourize(
+    gray: Tensor, colour_index: Tensor, variant: Variant, *, binarize: bool = False, fmnist_bg: FmnistBg = "blend"
+) -> Tensor:
     """Colour grayscale images (see the module docstring for the four cases).
 
     Parameters
@@ -80,6 +100,8 @@ def colourize(gray: Tensor, colour_index: Tensor, variant: Variant, *, binarize:
     variant : "fg" (colour the stroke) or "bg" (colour the background)
     binarize : threshold at 128 (MNIST); fg = mask x colour, bg = black stroke on the colour.
         False: fg = ``g * colour``, bg = ``g + (1 - g) * colour``.
+    fmnist_bg : for ``binarize=False`` and "bg" only: "blend" (the formula above) or "reference"
+        (:func:`reference_background`).
 
     Returns
     -------
@@ -87,6 +109,7 @@ def colourize(gray: Tensor, colour_index: Tensor, variant: Variant, *, binarize:
     """
     if variant not in ("fg", "bg"):
         raise FairDistillError(f"unknown colouring variant {variant!r}; allowed: bg, fg")
+    check_fmnist_bg(fmnist_bg, variant, binarize)
     palette = torch.tensor(COLOURS, dtype=torch.float32) / 255.0
     colour = palette[colour_index].view(-1, 3, 1, 1)
     g = gray.float().unsqueeze(1)
@@ -95,7 +118,24 @@ def colourize(gray: Tensor, colour_index: Tensor, variant: Variant, *, binarize:
         return stroke * colour if variant == "fg" else (1.0 - stroke) * colour
     if variant == "fg":
         return g * colour
+    if fmnist_bg == "reference":
+        return reference_background(g, colour)
     return g + (1.0 - g) * colour
+
+
+def reference_background(g: Tensor, colour: Tensor) -> Tensor:
+    """The C-FMNIST background pixels as the reference's code computes them.
+
+    With ``v`` the grey value (0..255) and ``c`` the colour in [0, 1], in float32:
+    ``x = 255 * (255 + (1 - v / 255) * (c - 255))``, which is ``255 c`` at ``v = 0`` (the
+    background and padding get the colour) and far above 255 on the garment; the cast to uint8 then
+    keeps ``trunc(x) mod 256``. ``g`` is ``v / 255`` (broadcast against ``colour``); returns pixels
+    ``(trunc(x) mod 256) / 255`` in [0, 1].
+    """
+    v = torch.round(g * 255.0)
+    d = (255.0 - v) / 255.0
+    x = (255.0 + d * (colour - 255.0)) * 255.0  # float32 throughout; x < 2**17, so trunc and fmod are exact
+    return torch.fmod(torch.trunc(x), 256.0).div_(255.0)
 
 
 def biased_groups(labels: Tensor, rho: float, *, generator: torch.Generator, num_groups: int = 10) -> Tensor:

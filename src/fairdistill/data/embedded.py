@@ -26,10 +26,12 @@ from ..errors import FairDistillError
 from .colored import (
     COLOUR_NAMES,
     PADDINGS,
+    FmnistBg,
     Padding,
     Variant,
     balanced_groups,
     biased_groups,
+    check_fmnist_bg,
     colourize,
     counterfactual_test,
 )
@@ -162,6 +164,7 @@ def coloured_digits(
     test_colours: TestColours,
     binarize: bool,
     padding: Padding = "top-left",
+    fmnist_bg: FmnistBg = "blend",
     class_names: tuple[str, ...] = DIGIT_NAMES,
     params: dict | None = None,
     stream: bool = False,
@@ -171,7 +174,7 @@ def coloured_digits(
     Images are float in [0, 1] (``v / 255`` for 8-bit sources) or uint8. ``image_size``: pad (or
     area-resize) to that side, ``padding`` saying where the zeros go (:func:`resize_digits`); None
     keeps the source's size. ``binarize``: threshold at 128 (MNIST) or not (FashionMNIST), see
-    :func:`~fairdistill.data.colored.colourize`. ``stream``: the training images must be a uint8
+    :func:`~fairdistill.data.colored.colourize`, as is ``fmnist_bg``. ``stream``: the training images must be a uint8
     numpy array (typically memory-mapped from the cache); they stay so and are padded, coloured and
     normalised a batch at a time (:class:`~fairdistill.data.store.Uint8Images`), bit-identically.
     The train split gets the exact ``rho`` bias (:func:`biased_groups`); the test split is
@@ -186,6 +189,7 @@ def coloured_digits(
         raise FairDistillError(f"unknown padding {padding!r}; allowed: {', '.join(PADDINGS)}")
     if not isinstance(binarize, bool):
         raise FairDistillError(f"binarize must be True or False, got {binarize!r}")
+    check_fmnist_bg(fmnist_bg, variant, binarize)
 
     def gray_of(x: Tensor) -> Tensor:
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x
@@ -195,7 +199,7 @@ def coloured_digits(
         return pixels.sub_(0.5).div_(0.5)  # in place: a full-size split is ~0.7 GB of floats
 
     def paint(gray: Tensor, groups: Tensor) -> Tensor:
-        return normalise(colourize(gray, groups, variant, binarize=binarize))
+        return normalise(colourize(gray, groups, variant, binarize=binarize, fmnist_bg=fmnist_bg))
 
     y_train = train[1]
     a_train = biased_groups(y_train, rho, generator=rng.generator(seed, "colours"))
@@ -237,6 +241,8 @@ def coloured_digits(
             "image_size": int(side),
             "padding": padding,
             "binarize": binarize,
+            # only when not the default, so the default sets keep their identity (caches, checkpoints)
+            **({"fmnist_bg": fmnist_bg} if fmnist_bg != "blend" else {}),
             "test_colours": test_colours,
         },
     )

@@ -22,9 +22,11 @@ the 28x28 images are zero-padded to 32x32 at offset (4, 4), all the padding on t
 in the colour on black, ``cmnist-bg`` a black stroke on the colour (padding included).
 FashionMNIST is not binarised: ``cfmnist-fg`` is ``colour * v / 255``, ``cfmnist-bg`` the blend
 ``g + (1 - g) * colour`` from the colour (v = 0) to white (v = 255). That blend is what the
-reference intends; its code overflows a uint8 cast on garment pixels, which we deliberately do
-not reproduce. ``binarize`` overrides the source's choice (``binarize=False`` on MNIST is our own
-grey-ramp colouring, not the benchmark).
+reference intends and our default; its code overflows a uint8 cast on garment pixels, and those
+are the pixels the papers measured: ``fmnist_bg="reference"`` builds them (deterministically, see
+:func:`~fairdistill.data.colored.reference_background`), and ``fairdistill reproduce`` uses it.
+In the intended blend colour 9 (white) is a blank image. ``binarize`` overrides the source's
+choice (``binarize=False`` on MNIST is our own grey-ramp colouring, not the benchmark).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 
 from .cache import cached_arrays
-from .colored import Padding, Variant
+from .colored import FmnistBg, Padding, Variant
 from .dataset import FairDataset
 from .embedded import DIGIT_NAMES, TestColours, coloured_digits, describe_colouring
 from .files import Layout, corrupt, data_root_from
@@ -110,7 +112,15 @@ def load_idx_pairs(
 
 
 #: the note that names our one deliberate difference from the reference's C-FMNIST background
-FMNIST_BG_NOTE = "the reference's uint8 overflow on garment pixels is deliberately not reproduced"
+FMNIST_BG_NOTE = (
+    "the reference's uint8 overflow on garment pixels is deliberately not reproduced (so colour 9, white, "
+    "is a blank image; fmnist_bg='reference' builds the reference's pixels)"
+)
+#: the note of the reference's own C-FMNIST background pixels
+FMNIST_BG_REFERENCE_NOTE = (
+    "background coloured as the reference's code computes it, garment pixels wrapped modulo 256 by its uint8 cast "
+    "(fmnist_bg='reference')"
+)
 
 
 def coloured_idx(
@@ -124,6 +134,7 @@ def coloured_idx(
     image_size: int | None = 32,
     padding: Padding = "top-left",
     binarize: bool | None = None,
+    fmnist_bg: FmnistBg = "blend",
     test_colours: TestColours = "balanced",
     cache_dir: str | Path | None = None,
     cache: bool = True,
@@ -133,7 +144,9 @@ def coloured_idx(
 
     ``image_size`` and ``padding``: 32 and "top-left" (the reference's offset (4, 4)); "centre" is
     ours. ``binarize``: None decides by the source, True for MNIST (threshold 128, as published),
-    False for FashionMNIST (grey ramp / blend, as published). ``stream``: the training digits stay
+    False for FashionMNIST (grey ramp / blend, as published). ``fmnist_bg``: the C-FMNIST
+    background's pixels, the intended "blend" (default) or the "reference" code's, wrap included.
+    ``stream``: the training digits stay
     uint8 (memory-mapped from the cache) and are padded, coloured and normalised a batch at a time,
     with bit-identical images. The cache holds the decoded IDX pixels only (the colouring is
     recomputed at every load), so these options never reuse stale pixels.
@@ -146,10 +159,13 @@ def coloured_idx(
     if binarize != published:
         notes.append("our own colouring option, not the benchmark's")
     if source != "mnist" and variant == "bg" and not binarize:
-        notes.append(FMNIST_BG_NOTE)
+        if fmnist_bg != "reference":
+            notes.append(FMNIST_BG_NOTE)
     if padding != "top-left" and image_size is not None:
         notes.append(f"{padding} padding, our option")
-    colouring = describe_colouring(variant, binarize, thing=thing)
+    colouring = (
+        FMNIST_BG_REFERENCE_NOTE if fmnist_bg == "reference" else describe_colouring(variant, binarize, thing=thing)
+    )
     return coloured_digits(
         key,
         (
@@ -163,6 +179,7 @@ def coloured_idx(
         image_size=image_size,
         padding=padding,
         binarize=binarize,
+        fmnist_bg=fmnist_bg,
         description=f"{what} ({folder}), {colouring}, {rho:.0%} one colour per class"
         + "".join(f"; {n}" for n in notes),
         test_colours=test_colours,
