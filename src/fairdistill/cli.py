@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import FairDistillError
+from .validate import one_line
 
 app = typer.Typer(
     add_completion=False,
@@ -115,7 +116,8 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except FairDistillError as err:
-        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        # one bounded line whatever the message holds (a list of 10^6 class names must not reach the terminal)
+        err_console.print(f"[bold red]error:[/] {escape(one_line(str(err)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
