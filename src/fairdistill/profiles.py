@@ -654,6 +654,10 @@ CPU_SCALE: dict[str, dict[str, tuple[Any, str]]] = {
         "iterations": (500, "image updates"),
         "batch_real": (64, "real images per class per iteration"),
         "warm_epochs": (3, "warm-start epochs"),
+        # the papers move the images over 20,000 (FairDD) / 2,600 (COBRA) updates at rate 1; in 500 a
+        # fair target does not get the colours of a 90%-biased initialisation far enough: on
+        # C-FMNIST BG (RESULTS 12.4) rate 4 took FairDD's and COBRA's DEO_A from 57 / 74 to 51 / 50
+        "lr_img": (8.0, "image rate, for 500 updates"),
     },
     "dc": {"iterations": (20, "iterations"), "outer_loop": (5, "outer steps"), "inner_loop": (5, "inner epochs"),
            "batch_real": (32, "real images per class"), "lr_img": (3.0, "image rate, for 100 updates, not 10,000")},
@@ -672,8 +676,8 @@ def cpu_scale(
     """A paper recipe cut down to two CPU cores, with every cut listed (``"iterations 20000 -> 1000"``).
 
     Only sizes are cut (iterations, batches, loops, epochs, network width, evaluation models), and
-    the image rates of the gradient-matching backbones are raised to move the images in far fewer
-    updates; the sampling, targets, distances, DSA and schedules stay the paper's.
+    the image rates are raised to move the images in far fewer updates (DM: 8 instead of 1 for 500
+    updates); the sampling, targets, distances, DSA and schedules stay the paper's.
     """
     cuts: list[str] = []
     values: dict[str, Any] = {}
