@@ -274,7 +274,7 @@ def test_layer_weights_setting_and_bad_knobs(digits, cpu):
     assert not torch.equal(only_embedding.images, default.images)
     with pytest.raises(FairDistillError, match="layer_weights has 2 entries but the network has 4 matched layers"):
         run(digits, [spec], cpu, layer_weights=(1.0, 1.0))
-    with pytest.raises(FairDistillError, match="disc_temperature must be > 0"):
+    with pytest.raises(FairDistillError, match=r"disc_temperature must lie in \(0, inf\)"):
         run(digits, [spec], cpu, disc_temperature=0.0)
     with pytest.raises(FairDistillError, match="inner_stop_acc must lie in"):
         run(digits, [spec], cpu, inner_stop_acc=1.5)

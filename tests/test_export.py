@@ -81,7 +81,8 @@ def test_png_folders_hold_the_pixels(tmp_path, channels):
 
 
 def test_class_folders_are_unique_and_safe():
-    assert class_folders(["a b", "a/b", "", "x"]) == ["a_b", "a_b_1", "class_2", "x"]
+    assert class_folders(["a b", "a/b", "", "x"]) == ["a_b", "a_b_2", "class_2", "x"]
+    assert class_folders(["x", "x_2", "x", "X"]) == ["x", "x_2", "x_3", "X_4"]  # by first appearance, no case clash
 
 
 def test_unknown_format(tmp_path):

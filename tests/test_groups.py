@@ -428,8 +428,8 @@ def test_compare_with_pseudo_groups_writes_the_record(tmp_path, digits, quick_in
     [
         (["--groups", "infer:spectral"], "bad groups 'infer:spectral'; allowed:"),
         (["--groups", "infer:kmeans:1"], "bad groups 'infer:kmeans:1'"),
-        (["--group-label-fraction", "0"], "group label fraction must lie in (0, 1]"),
-        (["--group-label-noise", "1.5"], "group label noise must lie in [0, 1]"),
+        (["--group-label-fraction", "0"], "group_label_fraction must lie in (0, 1]"),
+        (["--group-label-noise", "1.5"], "group_label_noise must lie in [0, 1]"),
     ],
 )
 @pytest.mark.parametrize("command", ["distill", "compare"])

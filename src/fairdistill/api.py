@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +17,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import runtime
-from .artifacts import SyntheticSet, environment, load_synthetic, save_grid, save_synthetic, write_json
+from .artifacts import (
+    SyntheticSet,
+    check_synthetic,
+    environment,
+    final_files,
+    finish_interrupted_writes,
+    load_synthetic,
+    save_grid,
+    save_synthetic,
+    write_json,
+)
 from .backbones import IterationCallback, IterationState, get_backbone
 from .checkpoint import (
     DISTILL_FILE,
+    CheckpointError,
     DistillState,
     EvalSweep,
     checkpoint_dir,
@@ -30,7 +41,7 @@ from .checkpoint import (
     save_checkpoint,
     tensor_hash,
 )
-from .config import DistillConfig, EvalConfig, MethodSpec
+from .config import DistillConfig, EvalConfig, MethodSpec, check_run_values
 from .data import FairDataset, load_dataset
 from .data.groups import apply_group_options, parse_groups
 from .errors import FairDistillError, unknown_name
@@ -45,6 +56,7 @@ from .evaluate import (
     evaluation_executor,
 )
 from .executor import EXECUTORS, Executor, check_workers
+from .outputs import check_out_dir, check_out_file
 from .presets import (
     DEFAULT_BACKBONE,
     PROFILES,
@@ -65,6 +77,10 @@ log = logging.getLogger("fairdistill")
 
 #: the scales of ``compare``: None or "paper", the profile as it is; "cpu", cut to two CPU cores
 SCALES: tuple[str | None, ...] = (None, "paper", "cpu")
+
+#: what an output folder of distill / compare receives (said when a name like run.safetensors is refused)
+DISTILL_WRITES = "synthetic.safetensors, record.json, grid.png"
+COMPARE_WRITES = "summary.json, a folder per method, report.html"
 
 #: progress hook: (phase, done, total); phase is e.g. "distill" or "evaluate cobra"
 Progress = Callable[[str, int, int], None]
@@ -124,6 +140,14 @@ def distill(
     continues from that checkpoint (refused if it was written with other settings) and gives the
     same synthetic set, bit for bit on the same device, as a run that was never interrupted.
     """
+    # the arguments first, before any loading or training: a path that cannot be written, a bad number
+    check_run_values(
+        seed=seed,
+        ipc=ipc,
+        counts={"iterations": iterations, "checkpoint_every": checkpoint_every},
+        shares={"group_label_fraction": group_label_fraction, "group_label_noise": group_label_noise},
+    )
+    out = None if out is None else check_out_dir(out, writes=DISTILL_WRITES)
     timer = PhaseTimer()
     rt = runtime.current()  # several processes under torchrun (cli: runtime.session), else one
     dev = rt.device(device)
@@ -149,8 +173,10 @@ def distill(
     ckpt = _Checkpoints(out, identity, checkpoint_every, resume, dev)
     start = time.perf_counter()
     cb = ckpt.callback(progress)
-    sets = backbone_impl.distill(data, [method], config, device=dev, callback=cb, resume=ckpt.state)
+    with ckpt.guard():  # an error (NaN images...) says where the last good checkpoint is
+        sets = backbone_impl.distill(data, [method], config, device=dev, callback=cb, resume=ckpt.state)
     synset = sets[method.name]
+    ckpt.check_final(synset, method.name)
     synset.meta["preset"] = p.name
     if group_record is not None:
         synset.meta["group_labels"] = group_record
@@ -166,7 +192,8 @@ def distill(
             "group_options": _group_options(groups, group_label_noise, group_label_fraction),
         }
         record = {"command": "distill", "preset": p.name, "seconds": seconds, **ckpt.record()}
-        _write_method(Path(out), synset, data, record, timer=timer, resolved=resolved, device=dev)
+        with final_files(out) as stage:  # the set, grid and record move into place as one unit
+            _write_method(stage, synset, data, record, timer=timer, resolved=resolved, device=dev)
     return synset
 
 
@@ -199,7 +226,12 @@ def _check_resume_options(out: str | Path | None, checkpoint_every: int, resume:
 
 
 class _Checkpoints:
-    """Saving distillation checkpoints every N iterations into ``out/checkpoint/``, and loading one to resume."""
+    """Saving distillation checkpoints every N iterations into ``out/checkpoint/``, and loading one to resume.
+
+    Also the guard of a run's last good state: a checkpoint is never written from NaN / inf images
+    (:func:`~fairdistill.checkpoint.save_checkpoint` refuses them), and an error during the
+    distillation, or non-finite final images, is reported with where the last good checkpoint is.
+    """
 
     def __init__(
         self, out: str | Path | None, identity: dict[str, Any], every: int, resume: bool, device: torch.device
@@ -208,13 +240,17 @@ class _Checkpoints:
         self.identity, self.every, self.device = identity, every, device
         self.state: DistillState | None = None
         self.saved = 0
+        #: the iteration of the last checkpoint this run wrote or resumed from (None: none)
+        self.last_good: int | None = None
         self.main = runtime.current().is_main  # in a multi-process run, rank 0 writes the checkpoints
         if self.path is None:
             return
         if self.main:
             remove_stale_temporaries(self.path.parent)  # left behind by a run killed while writing
+            finish_interrupted_writes(Path(out), writer=True)  # a killed final write: finish it or drop it
         if resume:
             self.state, _ = load_checkpoint(self.path, identity)
+            self.last_good = self.state.done
             log.info("resuming %s at iteration %d", self.path, self.state.done)
         elif every and self.path.is_file():
             log.warning("%s exists and will be overwritten (pass --resume to continue it instead)", self.path)
@@ -229,11 +265,39 @@ class _Checkpoints:
             if self.every and self.path is not None and st.snapshot is not None:
                 if st.done % self.every == 0 or st.done == st.total:
                     state = st.snapshot()  # collective: every process gathers, rank 0 writes
-                    if self.main:
+                    if self.main:  # refuses a non-finite state: the last good checkpoint stays
                         save_checkpoint(self.path, state, self.identity, total=st.total, device=str(self.device))
                     self.saved += 1
+                    self.last_good = st.done
 
         return hook
+
+    def note(self) -> str:
+        """Where the last good state is, for an error message ("" when this run has none)."""
+        if self.path is None or self.last_good is None:
+            return ""
+        return f"; the last good checkpoint (iteration {self.last_good}) is kept at {self.path}"
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Add :meth:`note` to a FairDistillError raised inside (NaN images, a refused checkpoint...)."""
+        try:
+            yield
+        except CheckpointError as err:  # the saved state itself does not fit: it is not a good checkpoint
+            raise CheckpointError(f"{err}; delete it and rerun without --resume to start over") from None
+        except FairDistillError as err:
+            note = self.note()
+            if not note:
+                raise
+            raise FairDistillError(f"{err}{note}") from err
+
+    def check_final(self, synset: SyntheticSet, name: str) -> None:
+        """Refuse to make final files of non-finite images (the checkpoint, if any, is left as it is)."""
+        if not bool(torch.isfinite(synset.images).all()):
+            raise FairDistillError(
+                f"{name}: the final synthetic images hold NaN or infinite values, so no set is written"
+                f"{self.note()}; lower the image learning rate"
+            )
 
     def record(self) -> dict[str, Any]:
         """What the run record says about checkpoints."""
@@ -305,12 +369,16 @@ def evaluate(
     ``local`` or ``ray``), each with its share of the torch threads; see
     :func:`fairdistill.evaluate.evaluation_executor` for what that means for the numbers.
     """
+    # the arguments first, before the set or the dataset is loaded
+    check_run_values(seed=seed, counts={"num_models": num_models, "epochs": epochs}, eval_workers=eval_workers)
+    if out is not None:
+        out = check_out_file(out, siblings=lambda p: [partial_path(p).name], example="eval.json")
     timer = PhaseTimer()
     dev = resolve_device(device)
     _check_resume_options(out, 0, resume)
     _check_eval_workers(eval_workers, eval_executor)
-    with timer.phase("load data"):
-        synset = synthetic if isinstance(synthetic, SyntheticSet) else load_synthetic(synthetic)
+    with timer.phase("load data"):  # a saved set or one made here: checked alike (artifacts.check_synthetic)
+        synset = check_synthetic(synthetic) if isinstance(synthetic, SyntheticSet) else load_synthetic(synthetic)
         name = dataset if dataset is not None else synset.meta.get("dataset")
         if name is None:
             raise FairDistillError("the synthetic set does not say which dataset it came from; pass --dataset")
@@ -491,6 +559,18 @@ def compare(
     that paper's scripts ran it. ``scale="cpu"`` cuts the profile's sizes to two CPU cores
     (:func:`fairdistill.profiles.cpu_scale`); the cuts are listed in ``summary["scale"]``.
     """
+    # the arguments first, before any loading or training
+    methods, baselines = list(methods), list(baselines)
+    if not methods and not baselines:
+        raise FairDistillError("nothing to run: no method and no baseline given (--methods, --baselines)")
+    check_run_values(
+        seed=seed,
+        ipc=ipc,
+        counts={"iterations": iterations, "num_models": num_models, "epochs": epochs},
+        shares={"group_label_fraction": group_label_fraction, "group_label_noise": group_label_noise},
+        eval_workers=eval_workers,
+    )
+    out = None if out is None else check_out_dir(out, writes=COMPARE_WRITES)
     timer = PhaseTimer()
     if runtime.current().world_size > 1:
         raise FairDistillError("compare runs in one process; under torchrun only distill is sharded across processes")
@@ -534,7 +614,10 @@ def compare(
     if specs:
         start = time.perf_counter()
         cb = ckpt.callback(progress)
-        synthetic = get_backbone(backbone).distill(data, specs, dcfg, device=dev, callback=cb, resume=ckpt.state)
+        with ckpt.guard():  # an error (NaN images...) says where the last good checkpoint is
+            synthetic = get_backbone(backbone).distill(data, specs, dcfg, device=dev, callback=cb, resume=ckpt.state)
+        for name, s in synthetic.items():
+            ckpt.check_final(s, name)
         timings["distill"] = time.perf_counter() - start
         log.info("distilled %s in %.1f s", ", ".join(synthetic), timings["distill"])
         for s in synthetic.values():
@@ -663,7 +746,16 @@ def _compare_report(folder: Path, result: CompareResult) -> None:
 
 
 def write_compare(folder: Path, result: CompareResult, data: FairDataset) -> None:
-    """``summary.json`` plus one folder per method/baseline (record.json; synthetic set and grid.png)."""
+    """``summary.json`` plus one folder per method/baseline (record.json; synthetic set and grid.png).
+
+    All of them are one unit (:func:`~fairdistill.artifacts.final_files`): written into a temporary
+    folder inside ``folder`` and moved into place together, ``summary.json`` last.
+    """
+    with final_files(folder) as stage:
+        _write_compare_files(stage, result, data)
+
+
+def _write_compare_files(folder: Path, result: CompareResult, data: FairDataset) -> None:
     start = time.perf_counter()
     for name, r in result.results.items():
         record = {

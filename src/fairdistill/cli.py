@@ -8,9 +8,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -18,7 +19,49 @@ from rich.table import Table
 from .errors import FairDistillError
 from .validate import one_line
 
+
+def _click_errors() -> tuple[type[Exception], tuple[type[BaseException], ...]]:
+    """Click's base exception and the Abort classes, of the click typer parses with (recent typers bundle one)."""
+    try:
+        from typer._click.exceptions import ClickException  # typer >= 0.2x: a bundled click
+    except ImportError:  # pragma: no cover - older typer on the click package
+        from click.exceptions import Abort, ClickException
+
+        return ClickException, (Abort, typer.Abort)
+    return ClickException, (typer.Abort,)
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """The command group, with click's usage errors (``--ipc abc``, an unknown option, a missing one) on one line.
+
+    Click prints a usage error as a usage block plus a framed message; every other error of the
+    program is one ``error: ...`` line with exit code 2, and so are these.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        click_error, aborts = _click_errors()
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_error as err:
+            ctx = getattr(err, "ctx", None)
+            if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:  # a bare group: its help
+                out_console.print(ctx.get_help(), highlight=False, markup=False)
+                sys.exit(getattr(err, "exit_code", 2))
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            text = str(err.format_message()).rstrip(".")  # type: ignore[attr-defined]
+            message = one_line(f"{text}{hint}")
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            sys.exit(getattr(err, "exit_code", 2))
+        except aborts:
+            err_console.print("aborted", highlight=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=False,
@@ -187,7 +230,7 @@ def distill(
     iterations: ItersOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/distill"),
+    out: Annotated[str, typer.Option("--out", help="Output folder.")] = "runs/distill",
     group_label_fraction: GroupFractionOpt = None,
     group_label_noise: GroupNoiseOpt = None,
     groups: GroupsOpt = None,
@@ -255,7 +298,7 @@ def evaluate(
     seed: SeedOpt = 0,
     empty_cells: Annotated[str | None, typer.Option("--empty-cells", help="ignore (default) or zero.")] = None,
     device: DeviceOpt = "auto",
-    out: Annotated[Path | None, typer.Option("--out", help="JSON file for the results.")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="JSON file for the results.")] = None,
     eval_models: EvalModelsOpt = None,
     resume: Annotated[
         bool,
@@ -319,7 +362,7 @@ def compare(
         str | None,
         typer.Option("--scale", help="cpu: cut the profile's sizes to two CPU cores (each cut listed); default: as is"),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/compare"),
+    out: Annotated[str, typer.Option("--out", help="Output folder.")] = "runs/compare",
     group_label_fraction: GroupFractionOpt = None,
     group_label_noise: GroupNoiseOpt = None,
     groups: GroupsOpt = None,
@@ -377,7 +420,7 @@ def compare(
         f"{s['eval_config']['num_models']} model(s) · mean ± std, %"
     )
     _print_by_model(s["methods"], title=title)
-    out_console.print(f"wrote {out / 'summary.json'}", highlight=False)
+    out_console.print(f"wrote {Path(out) / 'summary.json'}", highlight=False)
     if result.report is not None:
         out_console.print(f"wrote {result.report} and {result.report.with_suffix('.md')}", highlight=False)
     elif result.report_skipped and not quiet:
@@ -390,7 +433,7 @@ def report_cmd(
         list[Path], typer.Argument(help="Output folders of `fairdistill compare` (or their summary.json).")
     ],
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for report.html / report.md (default: the one run folder).")
+        str | None, typer.Option("--out", help="Folder for report.html / report.md (default: the one run folder).")
     ] = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -438,13 +481,14 @@ def export(
             "layout); tensor: a folder with images.pt + labels.pt (DD-Ranking); png: a folder of <class>/<index>.png.",
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="dc-pt: a .pt file (or a folder); tensor and png: a folder.")],
+    out: Annotated[str, typer.Option("--out", help="dc-pt: a .pt file (or a folder); tensor and png: a folder.")],
 ) -> None:
     """Export a saved synthetic set for other dataset-distillation tools."""
     from .artifacts import load_synthetic
-    from .export import export_synthetic
+    from .export import check_export_out, export_synthetic
 
     with _user_errors():
+        check_export_out(out, fmt)  # the format and the output path before the set is read
         synset = load_synthetic(synthetic)
         written = export_synthetic(synset, out, fmt)
     out_console.print(
@@ -471,7 +515,7 @@ def reproduce_cmd(
         ),
     ] = "paper",
     data_root: DataRootOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/reproduce"),
+    out: Annotated[str, typer.Option("--out", help="Output folder.")] = "runs/reproduce",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     iterations: ItersOpt = None,
@@ -639,9 +683,11 @@ def presets_show(
     ] = None,
 ) -> None:
     """Every resolved setting of one preset, with where it comes from (a reference script and flag, or ours)."""
+    from .config import check_count
     from .presets import describe_preset
 
     with _user_errors():
+        check_count("ipc", ipc, 1)
         d = describe_preset(recipe, preset, backbone=backbone, ipc=ipc, dataset=dataset)
     whose = f"{d['paper']}'s scripts" if d["paper"] else "ours (fairdistill)"
     out_console.print(f"[bold]{d['preset']}[/]: profile {d['profile']} ({whose}), backbone {d['backbone']}, IPC {ipc}")

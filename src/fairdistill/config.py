@@ -1,16 +1,177 @@
-"""The knobs of a distillation run, as plain frozen dataclasses.
+"""The knobs of a distillation run, as plain frozen dataclasses, and the bounds of every number.
 
 :class:`MethodSpec` is *what* is distilled (backbone x target x distance x embedder x sampling);
 :class:`DistillConfig` is *how much* (IPC, iterations, batch sizes, network) and
 :class:`EvalConfig` how a synthetic set is judged. Presets (``presets.py``) fill them in.
+
+The bounds live here, in one place, for the CLI and the Python API alike: every count is an
+integer in [minimum, :data:`MAX_COUNT`] (10^9; above it a run could never finish and products of
+counts leave int64), with a one-line warning above its :data:`SANE_COUNTS` entry; every rate is
+finite (learning rates > 0, momenta in [0, 1), weight decays >= 0); a seed lies in [0, 2^63 - 1];
+at most :data:`MAX_WORKERS` evaluation workers. ``validate()`` of each dataclass and
+:func:`check_run_values` (the first lines of :func:`fairdistill.api.distill` and friends) apply them.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import operator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import FairDistillError
+
+log = logging.getLogger("fairdistill")
+
+# ---- the bounds of every number a user sets (one place; the CLI and the Python API share them) -----
+#: the largest count (iterations, epochs, models, images per class, batch sizes, checkpoint interval)
+#: any setting may take. Above it a value is refused: no run could finish it, and products of such
+#: counts leave the 64-bit integers torch computes with.
+MAX_COUNT = 10**9
+#: counts above these are valid but odd: they are accepted with a one-line warning (a run of that size
+#: takes days or more on any machine; the published settings are far below them)
+SANE_COUNTS: dict[str, int] = {
+    "iterations": 1_000_000,
+    "epochs": 100_000,
+    "full_epochs": 100_000,
+    "num_models": 1_000,
+    "batch_real": 100_000,
+    "batch_size": 100_000,
+    "warm_epochs": 100_000,
+    "outer_loop": 10_000,
+    "inner_loop": 10_000,
+    "inner_patience": 100_000,
+    "factor": 64,
+}
+#: the most evaluation worker processes a run may start (each one is a process with its own copy of the data)
+MAX_WORKERS = 1_024
+#: a seed is an integer in [0, MAX_SEED] (what a 64-bit generator state takes)
+MAX_SEED = 2**63 - 1
+
+_warned: set[tuple[str, int]] = set()
+
+
+def _show_int(value: int) -> str:
+    """A (possibly enormous) integer for a message: itself, or its order of magnitude (no 10^6-digit line)."""
+    if abs(value) < 10**24:
+        return str(value)
+    digits = int(abs(value).bit_length() * math.log10(2))
+    return f"{'-' if value < 0 else ''}about 10^{digits}"
+
+
+def check_count(name: str, value: Any, minimum: int = 0) -> int:
+    """``value`` as a count in [``minimum``, :data:`MAX_COUNT`]; warn once when it passes :data:`SANE_COUNTS`.
+
+    Refuses bools, floats and anything that is not an integer (``iterations=2.5``), with a
+    :class:`FairDistillError` naming the setting.
+    """
+    if isinstance(value, bool):
+        raise FairDistillError(f"{name} must be an integer, got {value!r}")
+    if not isinstance(value, int):
+        try:  # numpy and torch integers are integers
+            value = operator.index(value)
+        except TypeError:
+            raise FairDistillError(f"{name} must be an integer, got {value!r}") from None
+    if value < minimum:
+        raise FairDistillError(f"{name} must be >= {minimum}, got {_show_int(value)}")
+    if value > MAX_COUNT:
+        raise FairDistillError(f"{name} must be at most {MAX_COUNT} (10^9), got {_show_int(value)}")
+    sane = SANE_COUNTS.get(name)
+    if sane is not None and value > sane and (name, value) not in _warned:
+        _warned.add((name, value))  # a config is validated several times: say it once
+        log.warning("%s %d is far beyond the usual (up to %d): this run will take very long", name, value, sane)
+    return int(value)
+
+
+def check_optional_count(name: str, value: Any, minimum: int = 0) -> int | None:
+    """:func:`check_count`, with None passing through (the preset's or the schedule's value)."""
+    return None if value is None else check_count(name, value, minimum)
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """A seed: an integer in [0, :data:`MAX_SEED`]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FairDistillError(f"{name} must be an integer, got {value!r}")
+    if not 0 <= value <= MAX_SEED:
+        raise FairDistillError(f"{name} must lie in [0, 2^63 - 1], got {_show_int(value)}")
+    return value
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a finite float within the bounds (``low_open`` / ``high_open``: the bound itself is excluded)."""
+    if isinstance(value, bool | str | bytes) or not isinstance(value, int | float):
+        try:
+            if isinstance(value, bool | str | bytes):
+                raise TypeError
+            value = float(value)  # numpy and torch scalars
+        except (TypeError, ValueError):
+            raise FairDistillError(f"{name} must be a number, got {value!r}") from None
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond the floats
+        raise FairDistillError(f"{name} must be a finite number, got {_show_int(value)}") from None
+    if not math.isfinite(v):
+        raise FairDistillError(f"{name} must be a finite number, got {value!r}")
+    below = low is not None and (v <= low if low_open else v < low)
+    above = high is not None and (v >= high if high_open else v > high)
+    if below or above:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise FairDistillError(f"{name} must lie in {interval}, got {value!r}")
+    return v
+
+
+def check_share(name: str, value: Any, *, zero: bool = True) -> float | None:
+    """An optional share in [0, 1] (``zero=False``: (0, 1]); None passes through."""
+    if value is None:
+        return None
+    return check_number(name, value, low=0.0, high=1.0, low_open=not zero)
+
+
+def check_workers(value: Any) -> int:
+    """The number of evaluation worker processes: an integer in [1, :data:`MAX_WORKERS`]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FairDistillError(f"eval_workers must be an integer >= 1 (1: evaluate in this process), got {value!r}")
+    if not 1 <= value <= MAX_WORKERS:
+        raise FairDistillError(
+            f"eval_workers must lie in [1, {MAX_WORKERS}] (1: evaluate in this process), got {_show_int(value)}"
+        )
+    return value
+
+
+def check_run_values(
+    *,
+    seed: Any = 0,
+    ipc: Any = 1,
+    counts: dict[str, Any] | None = None,
+    shares: dict[str, Any] | None = None,
+    eval_workers: Any = 1,
+) -> None:
+    """The numbers a command is given, checked before any work (the API's first lines call this).
+
+    ``counts``: optional counts by setting name (``iterations``, ``num_models``, ``epochs``,
+    ``checkpoint_every``; None skipped), each checked by :func:`check_count` (``checkpoint_every``
+    from 0, the others from 1 except ``iterations``); ``shares``: ``group_label_fraction`` (in
+    (0, 1]) and ``group_label_noise`` (in [0, 1]).
+    """
+    check_seed(seed)
+    check_count("ipc", ipc, 1)
+    for name, value in (counts or {}).items():
+        check_optional_count(name, value, 0 if name in ("iterations", "checkpoint_every") else 1)
+    for name, value in (shares or {}).items():
+        check_share(name, value, zero=name != "group_label_fraction")
+    check_workers(eval_workers)
+
 
 #: how DSA picks its operation when a network trains on a batch: per image, or one for the batch
 DSA_MODES: tuple[str, ...] = ("single", "batch")
@@ -128,42 +289,38 @@ class DistillConfig:
     seed: int = 0
 
     def validate(self) -> DistillConfig:
-        if self.ipc < 1:
-            raise FairDistillError(f"ipc must be >= 1, got {self.ipc}")
-        if self.iterations < 0:
-            raise FairDistillError(f"iterations must be >= 0, got {self.iterations}")
-        if self.batch_real < 1:
-            raise FairDistillError(f"batch_real must be >= 1, got {self.batch_real}")
+        """Check every setting (types, ranges, finiteness; :data:`MAX_COUNT`), raising :class:`FairDistillError`."""
+        check_count("ipc", self.ipc, 1)
+        check_count("iterations", self.iterations, 0)
+        check_count("batch_real", self.batch_real, 1)
+        check_number("lr_img", self.lr_img, low=0.0, low_open=True)
+        check_number("img_momentum", self.img_momentum, low=0.0, high=1.0, high_open=True)
+        check_seed(self.seed)
         if self.init not in ("real", "noise"):
             raise FairDistillError(f"unknown init {self.init!r}; allowed: noise, real")
-        if self.warm_epochs is not None and self.warm_epochs < 0:
-            raise FairDistillError(f"warm_epochs must be >= 0, got {self.warm_epochs}")
-        if self.outer_loop is not None and self.outer_loop < 1:
-            raise FairDistillError(f"outer_loop must be >= 1, got {self.outer_loop}")
-        if self.inner_loop is not None and self.inner_loop < 0:
-            raise FairDistillError(f"inner_loop must be >= 0, got {self.inner_loop}")
-        if not self.lr_net > 0:
-            raise FairDistillError(f"lr_net must be > 0, got {self.lr_net}")
-        if self.layer_weights is not None and (not self.layer_weights or min(self.layer_weights) < 0):
-            raise FairDistillError(f"layer_weights must be non-empty and >= 0, got {self.layer_weights}")
-        if self.disc_weight < 0:
-            raise FairDistillError(f"disc_weight must be >= 0, got {self.disc_weight}")
-        if not self.disc_temperature > 0:
-            raise FairDistillError(f"disc_temperature must be > 0, got {self.disc_temperature}")
-        if self.inner_stop_acc is not None and not 0 <= self.inner_stop_acc <= 1:
-            raise FairDistillError(f"inner_stop_acc must lie in [0, 1] (or be None), got {self.inner_stop_acc}")
-        if self.inner_patience is not None and self.inner_patience < 1:
-            raise FairDistillError(f"inner_patience must be >= 1 (or None), got {self.inner_patience}")
-        if self.factor < 1:
-            raise FairDistillError(f"factor must be >= 1, got {self.factor}")
+        check_optional_count("warm_epochs", self.warm_epochs, 0)
+        check_optional_count("outer_loop", self.outer_loop, 1)
+        check_optional_count("inner_loop", self.inner_loop, 0)
+        check_number("lr_net", self.lr_net, low=0.0, low_open=True)
+        if self.layer_weights is not None:
+            if not self.layer_weights:
+                raise FairDistillError("layer_weights must be non-empty (or None: CAFE's own)")
+            for i, w in enumerate(self.layer_weights):
+                check_number(f"layer_weights[{i}]", w, low=0.0)
+        check_number("disc_weight", self.disc_weight, low=0.0)
+        check_number("disc_temperature", self.disc_temperature, low=0.0, low_open=True)
+        if self.inner_stop_acc is not None:
+            check_number("inner_stop_acc", self.inner_stop_acc, low=0.0, high=1.0)
+        check_optional_count("inner_patience", self.inner_patience, 1)
+        check_count("factor", self.factor, 1)
         if self.train_dsa_mode not in DSA_MODES:
             raise FairDistillError(f"unknown train_dsa_mode {self.train_dsa_mode!r}; allowed: {', '.join(DSA_MODES)}")
         if self.idc_init not in ("mix", "single"):
             raise FairDistillError(f"unknown idc_init {self.idc_init!r}; allowed: mix, single")
         if self.class_reduction not in ("sum", "mean"):
             raise FairDistillError(f"unknown class_reduction {self.class_reduction!r}; allowed: mean, sum")
-        if self.warm_momentum < 0 or self.warm_weight_decay < 0:
-            raise FairDistillError("warm_momentum and warm_weight_decay must be >= 0")
+        check_number("warm_momentum", self.warm_momentum, low=0.0, high=1.0, high_open=True)
+        check_number("warm_weight_decay", self.warm_weight_decay, low=0.0)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,16 +365,21 @@ class EvalConfig:
         return {**base, **self.arch_kwargs.get(name, {})}
 
     def validate(self) -> EvalConfig:
+        """Check every setting (types, ranges, finiteness; :data:`MAX_COUNT`), raising :class:`FairDistillError`."""
         from .models import MODELS
 
-        if self.num_models < 1:
-            raise FairDistillError(f"num_models must be >= 1, got {self.num_models}")
+        check_count("num_models", self.num_models, 1)
         for name in (*self.architectures(), *self.arch_kwargs):
             MODELS.get(name)
         if len(set(self.architectures())) != len(self.architectures()):
             raise FairDistillError(f"evaluation models must be unique, got {', '.join(self.architectures())}")
-        if self.epochs < 1 or self.full_epochs < 1:
-            raise FairDistillError("evaluation epochs must be >= 1")
+        check_count("epochs", self.epochs, 1)
+        check_count("full_epochs", self.full_epochs, 1)
+        check_count("batch_size", self.batch_size, 1)
+        check_number("lr", self.lr, low=0.0, low_open=True)
+        check_number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        check_number("weight_decay", self.weight_decay, low=0.0)
+        check_seed(self.seed)
         if self.empty_cells not in ("ignore", "zero"):
             raise FairDistillError(f"unknown empty_cells {self.empty_cells!r}; allowed: ignore, zero")
         if self.dsa_mode not in DSA_MODES:

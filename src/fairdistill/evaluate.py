@@ -164,8 +164,15 @@ def _check_training_set(images: Tensor, labels: Tensor, dataset: FairDataset) ->
         raise FairDistillError(
             f"images of shape {tuple(images.shape)} do not match the dataset's {tuple(dataset.train.images.shape[1:])}"
         )
-    if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
-        raise FairDistillError(f"need as many labels as images (got {images.shape[0]} and {labels.shape[0]})")
+    if labels.ndim != 1 or images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+        raise FairDistillError(f"need as many labels as images (got {images.shape[0]} and {tuple(labels.shape)})")
+    if labels.dtype == torch.bool or labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise FairDistillError(f"labels must be integers, got {str(labels.dtype).removeprefix('torch.')}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= dataset.num_classes:
+        raise FairDistillError(
+            f"label {low if low < 0 else high} is out of range: {dataset.name} has {dataset.num_classes} classes"
+        )
     if not torch.isfinite(images).all():
         raise FairDistillError("training images contain NaN or infinite values")
 

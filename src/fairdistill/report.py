@@ -33,12 +33,15 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from .artifacts import SYNTHETIC_FILE, atomic_write_bytes, read_json
+from .artifacts import SYNTHETIC_FILE, atomic_write_bytes
 from .errors import FairDistillError
+from .outputs import check_inside, check_out_dir
+from .validate import one_line, parse, read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,19 @@ FIGURES_DIR = "report-figures"
 METRICS = (("acc", "ACC ↑"), ("deo_m", "DEO_M ↓"), ("deo_a", "DEO_A ↓"), ("worst_group_acc", "worst group ↑"))
 
 INSTALL_HINT = "pip install 'fairdistill[report]'"
+
+#: the longest label drawn in a figure (class, group, method names), in characters; longer ones are cut
+#: with "…" (tables show them whole). Labels are always drawn literally: no mathtext, no TeX.
+MAX_LABEL = 40
+#: the most rows or columns a heatmap draws (beyond it the figure is skipped with a note)
+MAX_HEATMAP_SIDE = 200
+#: the synthetic-image grid shows at most this many classes (rows) and images per class
+MAX_GRID_ROWS = 100
+MAX_GRID_PER_ROW = 50
+#: the largest grid.png embedded in place of a set that cannot be drawn, in bytes
+MAX_GRID_PNG = 16 * 2**20
+#: matplotlib settings every figure is drawn with: text as it is ("$x$" stays "$x$")
+LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
 class MissingDependencyError(FairDistillError):
@@ -89,7 +105,7 @@ class Run:
         kind = self.methods[name].get("kind")
         if kind in ("distilled", "baseline"):
             return kind
-        return "distilled" if (self.folder / name / SYNTHETIC_FILE).is_file() else "baseline"
+        return "distilled" if _plain_name(name) and (self.folder / name / SYNTHETIC_FILE).is_file() else "baseline"
 
     @property
     def data(self) -> dict[str, Any]:
@@ -147,10 +163,84 @@ def _table(value: Any) -> np.ndarray | None:
     return arr if arr.ndim == 2 and arr.size else None
 
 
+# ---- the schema of summary.json ------------------------------------------------------------------
+# Only what the report reads is checked (other keys pass through): numbers are finite JSON numbers
+# (not strings, not bools), percentages lie in [0, 100], counts are non-negative integers.
+_Percent = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=100)]
+_Count = Annotated[int, Field(strict=True, ge=0, le=10**15)]
+_Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+_Name = str | int
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Stat(_Open):
+    mean: _Percent | None
+    std: _Percent | None = None
+
+
+class _ArchRow(_Open):
+    acc: _Stat | None = None
+    deo_m: _Stat | None = None
+    deo_a: _Stat | None = None
+    worst_group_acc: _Stat | None = None
+
+
+class _MethodRow(_Open):
+    acc: _Stat
+    deo_m: _Stat
+    deo_a: _Stat
+    worst_group_acc: _Stat | None = None
+    kind: Literal["distilled", "baseline"] | None = None
+    by_model: dict[str, _ArchRow] | None = None
+    tpr_mean: list[list[_Percent | None]] | None = None
+
+
+class _DataRecord(_Open):
+    class_names: list[_Name] | None = None
+    group_names: list[_Name] | None = None
+    train_counts: list[list[_Count]] | None = None
+    train_unlabelled: list[_Count] | None = None
+    train_group_names: list[_Name] | None = None
+
+
+class _GroupLabels(_Open):
+    groups: str | None = None
+    noise: _Finite | None = None
+    fraction: _Finite | None = None
+
+
+class _Summary(_Open):
+    dataset: _Name | None = None
+    methods: dict[str, _MethodRow] = Field(min_length=1)
+    eval_config: dict[str, Any] | None = None
+    distill_config: dict[str, Any] | None = None
+    group_labels: _GroupLabels | None = None
+    data: _DataRecord | None = None
+    seconds: dict[str, Any] | None = None
+
+
+def _run_folder(path: Path) -> Path:
+    """The run folder a report argument names (the folder itself, or the folder of its summary.json)."""
+    return path.parent if path.name == "summary.json" and path.is_file() else path
+
+
+def _plain_name(name: str) -> bool:
+    """Whether ``name`` can be a folder inside the run folder (one path component, no NUL)."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\x00" not in name
+
+
 def load_run(path: str | Path) -> Run:
-    """Read a compare run folder (or its ``summary.json``), checking that it is one."""
+    """Read a compare run folder (or its ``summary.json``), checking that it is one.
+
+    ``summary.json`` is read with bounds (size, nesting, no NaN) and checked against the schema of
+    the fields the report uses; a value of the wrong type or out of range is one error line naming
+    the file and the field. A method's ``record.json`` that cannot be read is skipped with a warning.
+    """
     path = Path(path)
-    folder = path.parent if path.is_file() and path.name == "summary.json" else path
+    folder = _run_folder(path)
     if not folder.exists():
         raise FairDistillError(f"run folder not found: {folder}")
     if not folder.is_dir():
@@ -158,19 +248,22 @@ def load_run(path: str | Path) -> Run:
     summary_path = folder / "summary.json"
     if not summary_path.is_file():
         raise FairDistillError(f"{folder} holds no summary.json: not a `fairdistill compare` run folder")
-    summary = read_json(summary_path)
+    summary = read_json_file(summary_path)
     methods = summary.get("methods") if isinstance(summary, dict) else None
     if not isinstance(methods, dict) or not methods:
         raise FairDistillError(f"{summary_path} has no 'methods' table: not a compare summary")
     for name, row in methods.items():
         if not isinstance(row, dict) or not all(isinstance(row.get(k), dict) for k, _ in METRICS[:3]):
-            raise FairDistillError(f"{summary_path}: method {name!r} lacks the acc / deo_m / deo_a results")
+            raise FairDistillError(one_line(f"{summary_path}: method {name!r} lacks the acc / deo_m / deo_a results"))
+    summary = parse(_Summary, summary, str(summary_path)).model_dump(exclude_unset=True)
     records = {}
     for name in methods:
+        if not _plain_name(name):
+            continue  # a name that is no folder of this run (e.g. "a/b"): shown, but no files read for it
         rec_path = folder / name / "record.json"
         if rec_path.is_file():
             try:
-                rec = read_json(rec_path)
+                rec = read_json_file(rec_path)
             except FairDistillError as err:  # the summary alone still makes a report
                 log.warning("skipping %s: %s", rec_path, err)
                 continue
@@ -208,6 +301,12 @@ def _md(text: Any) -> str:
     return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
+def _label(text: Any, limit: int = MAX_LABEL) -> str:
+    """A name as a figure shows it: literal text on one line, cut to ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "x"
 
@@ -237,65 +336,105 @@ def _new_figure(width: float, height: float, dpi: int = 100, layout: str | None 
     return MplFigure(figsize=(width, height), dpi=dpi, layout=layout)
 
 
-def _grid_canvas(pixels: np.ndarray, labels: np.ndarray, k: int, pad: int = 2) -> tuple[np.ndarray, int]:
-    """Images (N, C, H, W) in [0, 1] laid out one row per class; returns the RGB canvas and the row count."""
+def _grid_canvas(pixels: np.ndarray, rows: np.ndarray, k: int, per_row: int, pad: int = 2) -> np.ndarray:
+    """Images (N, C, H, W) in [0, 1] laid out one row per class (``rows``: each image's row in [0, k)).
+
+    At most ``per_row`` images of a row are drawn; images of rows >= ``k`` are left out.
+    """
     n, c, h, w = pixels.shape
-    per_row = max(1, int(np.bincount(labels, minlength=k).max()))
-    canvas = np.ones((k * (h + pad) + pad, per_row * (w + pad) + pad, 3))
-    rgb = np.repeat(pixels, 3, axis=1) if c == 1 else pixels[:, :3]
+    canvas = np.ones((k * (h + pad) + pad, per_row * (w + pad) + pad, 3), dtype=np.float32)
     col = np.zeros(k, dtype=int)
-    for i in np.argsort(labels, kind="stable"):
-        r = int(labels[i])
+    for i in np.argsort(rows, kind="stable"):
+        r = int(rows[i])
+        if r >= k or col[r] >= per_row:
+            continue
+        img = pixels[i]
+        img = np.repeat(img, 3, axis=0) if c == 1 else img[:3]
         top, left = pad + r * (h + pad), pad + col[r] * (w + pad)
-        canvas[top : top + h, left : left + w] = rgb[i].transpose(1, 2, 0)
+        canvas[top : top + h, left : left + w] = img.transpose(1, 2, 0)
         col[r] += 1
-    return canvas, k
+    return canvas
 
 
-def grid_figure(run: Run, name: str) -> bytes | None:
+def _grid_fallback(folder: Path, reason: str) -> tuple[bytes | None, str]:
+    """The run's own grid.png when the set cannot be drawn (a PNG of bounded size), and the note saying why."""
+    grid = folder / "grid.png"
+    try:
+        if grid.is_file() and grid.stat().st_size <= MAX_GRID_PNG:
+            data = grid.read_bytes()
+            if data.startswith(b"\x89PNG\r\n\x1a\n"):
+                return data, f"{folder.name}: synthetic set not drawn ({reason}); its grid.png is shown"
+    except OSError:
+        pass
+    return None, f"{folder.name}: synthetic set skipped ({reason})"
+
+
+def grid_figure(run: Run, name: str) -> tuple[bytes | None, str | None]:
     """The distilled set of ``name`` as a grid, one row per class, labelled with the class names.
 
-    Rendered from ``synthetic.safetensors``; falls back to the run's own ``grid.png``; None if neither.
+    Rendered from ``synthetic.safetensors`` (at most :data:`MAX_GRID_ROWS` classes and
+    :data:`MAX_GRID_PER_ROW` images of each). A set that cannot be read or drawn (corrupt, labels
+    outside its classes, no normalisation) is skipped: the run's own ``grid.png`` is shown instead
+    when there is one, and the note (second value) says why; None and no note when there is no set.
     """
     from .artifacts import load_synthetic
 
     folder = run.folder / name
+    if not (folder / SYNTHETIC_FILE).is_file():
+        png = folder / "grid.png"
+        return (_grid_fallback(folder, "no synthetic.safetensors")[0], None) if png.is_file() else (None, None)
     try:
         synset = load_synthetic(folder)
-        pixels = synset.to_pixels().numpy()
         labels = synset.labels.numpy()
-    except (FairDistillError, KeyError, RuntimeError) as err:
-        grid = folder / "grid.png"
-        if grid.is_file():
-            log.info("%s: using grid.png (%s)", folder, err)
-            return grid.read_bytes()
-        return None
-    k = max(int(labels.max()) + 1, len(synset.meta.get("class_names", [])))
-    names = synset.meta.get("class_names")
-    names = [str(s) for s in names] if isinstance(names, list) and len(names) == k else run.class_names(k)
-    canvas, rows = _grid_canvas(pixels, labels, k)
+        names = synset.meta.get("class_names")
+        if labels.ndim != 1:
+            raise FairDistillError(f"labels of shape {labels.shape}")
+        if len(labels) == 0:
+            raise FairDistillError("no images")
+        if int(labels.min()) < 0:
+            raise FairDistillError(f"label {int(labels.min())} is negative")
+        if isinstance(names, list) and names:
+            if int(labels.max()) >= len(names):
+                raise FairDistillError(f"label {int(labels.max())} beyond its {len(names)} classes")
+            rows, k = labels, len(names)
+            names = [str(n) for n in names]
+        else:  # no names: the labels present are the rows
+            present, rows = np.unique(labels, return_inverse=True)
+            k = len(present)
+            names = run.class_names(int(present.max()) + 1) if int(present.max()) < 10**6 else []
+            names = [names[c] if c < len(names) else str(c) for c in present.tolist()]
+        pixels = synset.to_pixels().numpy()
+    except (FairDistillError, KeyError, IndexError, RuntimeError, TypeError, ValueError, OverflowError) as err:
+        reason = one_line(str(err) or type(err).__name__, 160)
+        log.warning("report: %s", _grid_fallback(folder, reason)[1])
+        return _grid_fallback(folder, reason)
+    per_row = max(1, min(MAX_GRID_PER_ROW, int(np.bincount(rows, minlength=k).max())))
+    shown = min(k, MAX_GRID_ROWS)
+    canvas = _grid_canvas(pixels, rows, shown, per_row)
     h = pixels.shape[2]
     scale = max(1, min(4, round(36 / h)))  # thumbnails of roughly 32-48 screen pixels
     cw, ch = canvas.shape[1] * scale, canvas.shape[0] * scale
     while cw > 1100 and scale > 1:
         scale -= 1
         cw, ch = canvas.shape[1] * scale, canvas.shape[0] * scale
-    label_w = 8 + 7 * max(len(s) for s in names)  # room for the class names, in pixels
+    labels_shown = [_label(s) for s in names[:shown]]
+    label_w = 8 + 7 * max(map(len, labels_shown), default=1)  # room for the class names, in pixels
     top = 26
     dpi = 100
-    title = f"{name} ({len(labels)} images)"
+    cut = f", first {shown} of {k} classes" if shown < k else ""
+    title = _label(f"{name} ({len(labels)} images{cut})", 2 * MAX_LABEL + 30)
     W, H = max(cw + label_w + 8, 16 + 7 * len(title)), ch + top + 6  # wide enough for the title
     fig = _new_figure(W / dpi, H / dpi, dpi, layout=None)
     ax = fig.add_axes((label_w / W, 6 / H, cw / W, ch / H))
     ax.imshow(canvas, interpolation="nearest", aspect="auto")
     pad, step = 2, h + 2
-    ax.set_yticks([pad + r * step + h / 2 - 0.5 for r in range(rows)], names, fontsize=8)
+    ax.set_yticks([pad + r * step + h / 2 - 0.5 for r in range(shown)], labels_shown, fontsize=8)
     ax.set_xticks([])
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
     fig.text(4 / W, 1 - 4 / H, title, fontsize=9, va="top")
-    return _png(fig)
+    return _png(fig), None
 
 
 def _heatmap(
@@ -314,6 +453,8 @@ def _heatmap(
 ) -> bytes:
     """A labelled 0-100 heatmap with a colour bar, laid out by hand (much faster than a layout engine)."""
     n_rows, n_cols = values.shape
+    rows, cols = [_label(r) for r in rows], [_label(c) for c in cols]
+    title = _label(title, 2 * MAX_LABEL + 30)
     cell = 0.2  # inches per cell; about 0.055 inches per character of a 7 pt tick label
     rotate = max(map(len, cols)) > 3
     left = 0.38 + 0.055 * max(map(len, rows))
@@ -368,6 +509,8 @@ def scatter_figure(run: Run) -> bytes:
     """ACC against DEO_M for every method and baseline, with the standard deviations as error bars."""
     fig = _new_figure(6.2, 4.0)
     ax = fig.add_subplot()
+    handles: list[Any] = []
+    names: list[str] = []
     for i, (name, row) in enumerate(run.methods.items()):
         acc, acc_sd = _mean_std(row.get("acc"))
         deo, deo_sd = _mean_std(row.get("deo_m"))
@@ -375,26 +518,29 @@ def scatter_figure(run: Run) -> bytes:
             continue
         distilled = run.kind(name) == "distilled"
         color = f"C{i % 10}"
-        ax.errorbar(
-            acc,
-            deo,
-            xerr=acc_sd,
-            yerr=deo_sd,
-            fmt="o" if distilled else "s",
-            color=color,
-            mfc=color if distilled else "white",
-            ms=7,
-            capsize=3,
-            label=f"{name}{'' if distilled else ' (baseline)'}",
+        handles.append(
+            ax.errorbar(
+                acc,
+                deo,
+                xerr=acc_sd,
+                yerr=deo_sd,
+                fmt="o" if distilled else "s",
+                color=color,
+                mfc=color if distilled else "white",
+                ms=7,
+                capsize=3,
+            )
         )
+        # passed to the legend explicitly: an automatic legend would drop a name that starts with "_"
+        names.append(_label(f"{name}{'' if distilled else ' (baseline)'}"))
     ax.set_xlabel("ACC (%)  ↑ better", fontsize=9)
     ax.set_ylabel("DEO_M (%)  ↓ better", fontsize=9)
-    ax.set_title(f"{run.dataset}: accuracy vs. fairness (mean ± std)", fontsize=9)
+    ax.set_title(f"{_label(run.dataset)}: accuracy vs. fairness (mean ± std)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=8)
     ax.margins(0.08)
-    if ax.get_legend_handles_labels()[0]:  # beside the axes: points often crowd (e.g. several at DEO_M 100)
-        fig.legend(fontsize=7, loc="outside right upper")
+    if handles:  # beside the axes: points often crowd (e.g. several at DEO_M 100)
+        fig.legend(handles, names, fontsize=7, loc="outside right upper")
     return _png(fig)
 
 
@@ -520,44 +666,74 @@ def _counts(run: Run) -> tuple[list[str], list[str], np.ndarray] | None:
     return groups, classes, np.nan_to_num(counts).astype(np.int64)
 
 
+def _too_large(shape: tuple[int, ...]) -> bool:
+    return max(shape, default=0) > MAX_HEATMAP_SIDE
+
+
 def build_section(index: int, run: Run, tick: Callable[[], None] = lambda: None) -> RunSection:
-    """Read one run and render its figures."""
+    """Read one run and render its figures (with every label drawn literally, see :data:`LITERAL_TEXT`)."""
     rows = [
         (name, run.kind(name), [format_stat(row.get(key)) for key, _ in METRICS]) for name, row in run.methods.items()
     ]
     sec = RunSection(index, run, _settings(run), rows, cross_arch=_cross_arch(run))
-    prefix = f"run{index}-{_slug(run.dataset)}"
+    prefix = f"run{index}-{_slug(run.dataset)[:40]}"
+    taken: set[str] = set()
+
+    def figure_name(kind: str, name: str = "") -> str:
+        """A figure file name unique within the report (two names may share a slug: "a b", "a-b")."""
+        base = f"{prefix}-{kind}" + (f"-{_slug(name)[:60]}" if name else "")
+        unique, n = base, 2
+        while unique in taken:
+            unique, n = f"{base}-{n}", n + 1
+        taken.add(unique)
+        return f"{unique}.png"
+
     distilled = [name for name in run.methods if run.kind(name) == "distilled"]
+    skipped = []
     for name in distilled:
-        png = grid_figure(run, name)
+        png, note = grid_figure(run, name)
         tick()
+        if note is not None:
+            skipped.append(note)
         if png is not None:
-            sec.grids.append(Figure(f"{prefix}-grid-{_slug(name)}.png", f"{name}: synthetic images", png))
+            sec.grids.append(Figure(figure_name("grid", name), f"{name}: synthetic images", png))
     if not distilled:
         sec.notes["grids"] = "no distilled method in this run"
+    elif skipped:
+        sec.notes["grids"] = "; ".join(skipped)
     elif not sec.grids:
         sec.notes["grids"] = "no synthetic images found in the run folder"
-    missing = []
+    missing, large = [], []
     for name in run.methods:
         tpr = run.tpr(name)
         if tpr is None:
             missing.append(name)
             continue
+        if _too_large(tpr.shape):
+            large.append(name)
+            continue
         sec.heatmaps.append(
-            Figure(f"{prefix}-tpr-{_slug(name)}.png", f"{name}: TPR per group and class", tpr_figure(run, name, tpr))
+            Figure(figure_name("tpr", name), f"{name}: TPR per group and class", tpr_figure(run, name, tpr))
         )
         tick()
+    notes = []
     if missing:
-        sec.notes["tpr"] = "no TPR table recorded for: " + ", ".join(missing)
-    sec.scatter = Figure(f"{prefix}-acc-vs-deo-m.png", "accuracy versus DEO_M", scatter_figure(run))
+        notes.append("no TPR table recorded for: " + ", ".join(missing))
+    if large:
+        notes.append(f"TPR tables larger than {MAX_HEATMAP_SIDE} groups or classes not drawn: " + ", ".join(large))
+    if notes:
+        sec.notes["tpr"] = "; ".join(notes)
+    sec.scatter = Figure(figure_name("acc-vs-deo-m"), "accuracy versus DEO_M", scatter_figure(run))
     tick()
     sec.counts = _counts(run)
     if sec.counts is None:
         sec.notes["composition"] = "this run's summary does not record the training counts (made by an older version)"
+    elif _too_large(sec.counts[2].shape):
+        sec.notes["composition"] = f"more than {MAX_HEATMAP_SIDE} classes or groups: the figure is not drawn"
     else:
         groups, classes, counts = sec.counts
         sec.composition = Figure(
-            f"{prefix}-training-composition.png",
+            figure_name("training-composition"),
             "training images per (class, group)",
             composition_figure(run, counts, groups, classes),
         )
@@ -757,18 +933,27 @@ def report(
     """Write ``report.html`` (self-contained) and ``report.md`` (+ ``report-figures/``) for compare runs.
 
     ``run_dirs`` are ``fairdistill compare`` output folders; ``out`` defaults to the run folder when
-    there is one. Raises :class:`FairDistillError` for a folder that is not a compare run, and
-    :class:`MissingDependencyError` (a FairDistillError) when matplotlib is not installed.
+    there is one. The output folder is checked first (:func:`fairdistill.outputs.check_out_dir`),
+    each ``summary.json`` against its schema next, and nothing is written through a symbolic link
+    inside ``out``. Raises :class:`FairDistillError` for a folder that is not a compare run or a
+    summary with a bad value, and :class:`MissingDependencyError` (a FairDistillError) when
+    matplotlib is not installed. A method whose synthetic set cannot be read is reported without its
+    image grid, with a note saying why.
     """
     dirs = [run_dirs] if isinstance(run_dirs, str | Path) else list(run_dirs)
     if not dirs:
         raise FairDistillError("no run folder given")
     if out is None and len(dirs) > 1:
         raise FairDistillError("several run folders: pass an output folder (--out)")
+    # the output folder first, before anything is read or drawn
+    if out is None:  # into the one run folder: that it is one is said by load_run
+        out = _run_folder(Path(dirs[0]))
+        if not out.is_dir():
+            load_run(dirs[0])
+    out = check_out_dir(out, "report folder", writes=f"{HTML_FILE}, {MARKDOWN_FILE}, {FIGURES_DIR}/")
+    check_inside(out, [HTML_FILE, MARKDOWN_FILE, FIGURES_DIR], "report folder")  # the figures' names: below
     runs = [load_run(d) for d in dirs]
-    out = runs[0].folder if out is None else out
-    _matplotlib()
-    out = Path(out)
+    matplotlib = _matplotlib()
     total = sum(len(r.methods) + sum(r.kind(n) == "distilled" for n in r.methods) + 2 for r in runs)
     done = 0
 
@@ -778,7 +963,15 @@ def report(
         if progress is not None:
             progress("report", min(done, total), total)
 
-    sections = [build_section(i, run, tick) for i, run in enumerate(runs, 1)]
+    with matplotlib.rc_context(LITERAL_TEXT):  # every label literally: "$x$" is not mathtext
+        sections = [build_section(i, run, tick) for i, run in enumerate(runs, 1)]
+    figure_paths = [
+        f"{FIGURES_DIR}/{fig.name}"
+        for sec in sections
+        for fig in [*sec.grids, *sec.heatmaps, sec.scatter, sec.composition]
+        if fig is not None
+    ]
+    check_inside(out, [HTML_FILE, MARKDOWN_FILE, *figure_paths], "report folder")
     html_path = atomic_write_bytes(out / HTML_FILE, render_html(sections).encode("utf-8"))
     figures = []
     for sec in sections:

@@ -502,8 +502,15 @@ def reproduce(
     written into ``out``.
     """
     from . import data as data_mod
+    from .config import check_run_values
+    from .outputs import check_out_dir
     from .runtime import resolve_device
 
+    # the arguments first, before any dataset is loaded: the output folder, the numbers
+    counts = {k: overrides.get(k) for k in ("iterations", "num_models", "epochs") if k in overrides}
+    check_run_values(seed=seed, ipc=ipc, counts=counts)
+    if out is not None:
+        out = check_out_dir(out, writes="reproduce.json, reproduce.md, reproduce.html, a folder per benchmark")
     paper = check_paper(paper)
     if scale not in SCALES:
         raise unknown_name("scale", scale, SCALES)

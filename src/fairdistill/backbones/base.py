@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .. import rng
 from ..artifacts import SyntheticSet
 from ..augment import DSA
-from ..checkpoint import DistillState, MethodState, capture, restore
+from ..checkpoint import DistillState, MethodState, capture, restore, restore_field
 from ..config import DistillConfig, MethodSpec
 from ..data.dataset import FairDataset
 from ..data.sampling import RealSampler
@@ -155,7 +155,7 @@ def _rows(saved: MethodState, rows: slice) -> MethodState:
             key: value[rows] if isinstance(value, Tensor) and tuple(value.shape) == full else value
             for key, value in entries.items()
         }
-    return MethodState(saved.images[rows], opt, saved.extra)
+    return MethodState(saved.images[rows], opt, saved.extra, source=saved.source)
 
 
 def resume_runs(
@@ -179,14 +179,8 @@ def resume_runs(
             saved = _rows(saved, rows)
         restore(saved, run.images, run.optimizer)
         for key in _resume_fields(run):
-            if key in saved.extra:
-                value, current = saved.extra[key], getattr(run, key)
-                if isinstance(current, tuple):  # JSON gives lists back
-                    value = tuple(value)
-                elif isinstance(current, Tensor):
-                    value = torch.tensor(value, dtype=current.dtype, device=current.device)
-                elif isinstance(current, float):
-                    value = float("nan") if value is None else float(value)
+            if key in saved.extra:  # JSON gives lists back: the run's type and shape, checked
+                value = restore_field(getattr(run, key), saved.extra[key], f"{saved.source}: {key}")
                 setattr(run, key, value)
     return state.done
 

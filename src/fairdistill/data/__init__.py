@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -103,9 +104,17 @@ def load_dataset(
         if name not in EMBEDDED:
             params["stream"] = stream
     try:
+        inspect.signature(builder).bind(**params)
+    except TypeError as err:  # an unknown (or missing) builder parameter
+        raise FairDistillError(f"dataset {name!r}: {err}") from None
+    try:
         return builder(**params)
-    except TypeError as err:  # an unknown builder parameter
-        raise FairDistillError(f"dataset {name!r}: {err}") from err
+    except TypeError as err:
+        # a builder taking **kw passes it on; only an unknown keyword is the user's mistake, any
+        # other TypeError is a bug and keeps its traceback (it must not pass for a bad input)
+        if "keyword argument" not in str(err):
+            raise
+        raise FairDistillError(f"dataset {name!r}: {err}") from None
 
 
 __all__ = ["DATASETS", "FairDataset", "FairSplit", "Uint8Images", "list_datasets", "load_dataset"]

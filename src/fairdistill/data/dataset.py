@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from ..errors import FairDistillError
+from ..validate import finite
 from .store import Uint8Images
 
 Split = Literal["train", "test"]
@@ -18,6 +22,43 @@ Split = Literal["train", "test"]
 
 #: the group id of a training image whose group label is unknown (partial group labels)
 UNLABELLED = -1
+
+#: the most classes a dataset may have (named or inferred from the largest label): a bound checked
+#: before any per-class structure is built, so a stray label of 10^9 is an error, not 20 GB of names
+MAX_CLASSES = 10_000
+#: the most groups a dataset may have (true or training groups)
+MAX_GROUPS = 10_000
+#: the most (class, group) cells: the count tables are (K, G), and several are built per run
+MAX_CELLS = 1_000_000
+#: image rows of each split that :meth:`FairDataset.fingerprint` hashes besides the first and the last
+FINGERPRINT_ROWS = 32
+#: how many names an error message lists before "and N more"
+_LISTED = 10
+
+
+def listed(names: list[str] | tuple[str, ...]) -> str:
+    """``names`` joined by commas, cut after the first few ("..., and 990 more")."""
+    shown = ", ".join(names[:_LISTED])
+    return shown if len(names) <= _LISTED else f"{shown}, and {len(names) - _LISTED} more"
+
+
+def check_sizes(what: str, num_classes: int, num_groups: int) -> None:
+    """Refuse class and group counts above :data:`MAX_CLASSES`, :data:`MAX_GROUPS`, :data:`MAX_CELLS`.
+
+    Called by the loaders before they build names or tables from the counts, and by
+    :meth:`FairDataset.validate`; ``what`` names the dataset or file in the message.
+    """
+    if num_classes < 1 or num_groups < 1:
+        raise FairDistillError(f"{what}: needs at least one class and one group, got {num_classes} and {num_groups}")
+    if num_classes > MAX_CLASSES:
+        raise FairDistillError(f"{what}: {num_classes} classes, more than the {MAX_CLASSES} allowed")
+    if num_groups > MAX_GROUPS:
+        raise FairDistillError(f"{what}: {num_groups} groups, more than the {MAX_GROUPS} allowed")
+    if num_classes * num_groups > MAX_CELLS:
+        raise FairDistillError(
+            f"{what}: {num_classes} classes x {num_groups} groups = {num_classes * num_groups} cells, "
+            f"more than the {MAX_CELLS} allowed"
+        )
 
 
 @dataclass(frozen=True)
@@ -189,17 +230,88 @@ class FairDataset:
         return replace(self, train=self.train.in_memory(), test=self.test.in_memory())
 
     def fingerprint(self) -> str:
-        """A short hash of the builder's name and parameters (what reproduces this dataset)."""
-        text = json.dumps({"name": self.name, "params": self.params}, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """A short hash that identifies this dataset by what it is made of (16 hex digits).
+
+        A checkpoint records it and ``--resume`` refuses a dataset whose fingerprint differs. It
+        hashes:
+
+        * the builder's name and parameters (``params``). The ``npy`` folder records there each
+          array file's size and modification time (ns) and the SHA-256 of ``meta.json``'s bytes;
+        * when ``params["source"]`` is a folder (the file-based benchmarks), the name, size and
+          modification time (ns) of each file directly in it;
+        * the class and group names, the normalisation and the augmentation strategy;
+        * for each split: the image shape, every label and group id, and the model-space pixels of
+          sampled rows: the first, the last and :data:`FINGERPRINT_ROWS` evenly spaced between.
+
+        It is cheap (a streamed split reads about 34 rows) and stable across loads of unchanged
+        files, but not a hash of every pixel: an edit that changes only unsampled pixels and keeps
+        every file's size and mtime goes unseen. It is computed once per dataset object.
+        """
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:
+        h = hashlib.sha256()
+        ident = {
+            "name": self.name,
+            "params": self.params,
+            "source_files": _source_files(self.params),
+            "class_names": self.class_names,
+            "group_names": self.group_names,
+            "train_group_names": self.train_group_names,
+            "mean": self.mean,
+            "std": self.std,
+            "dsa_strategy": self.dsa_strategy,
+        }
+        h.update(json.dumps(ident, sort_keys=True, default=str).encode())
+        for which in ("train", "test"):
+            s: FairSplit = getattr(self, which)
+            n = len(s)
+            h.update(f"{which} {tuple(s.images.shape)}".encode())
+            for ids in (s.labels, s.groups):
+                h.update(ids.cpu().to(torch.int64).contiguous().numpy().tobytes())
+            rows = torch.linspace(0, n - 1, FINGERPRINT_ROWS + 2).round().long().unique()
+            h.update(s.take(rows).cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     # ---- checks ------------------------------------------------------------------------------
     def validate(self) -> None:
-        """Raise :class:`FairDistillError` naming the first problem found."""
+        """Raise :class:`FairDistillError` naming the first problem found.
+
+        Checked: the names (at least one class and group, at most :data:`MAX_CLASSES` /
+        :data:`MAX_GROUPS`, unique strings), the normalisation (finite, one entry per channel, std
+        > 0), the augmentation strategy, and for each split the image shape and dtype (float32, or a
+        uint8 store with the same normalisation), finite pixels (in-memory splits), int64 label and
+        group ids of the right length within range; then that every class has training images and
+        group-labelled ones. A training group with no image is allowed (its share is 0); empty test
+        cells are reported by the metrics.
+        """
+        from ..augment import parse_strategy
+
+        for kind, names in (("class", self.class_names), ("group", self.group_names)):
+            if not isinstance(names, tuple | list) or not all(isinstance(n, str) for n in names):
+                raise FairDistillError(f"{self.name}: {kind} names must be a tuple of strings")
+            dup = sorted(n for n, k in Counter(names).items() if k > 1)
+            if dup:
+                raise FairDistillError(f"{self.name}: duplicate {kind} name(s) {listed([repr(d) for d in dup])}")
+        check_sizes(self.name, self.num_classes, self.num_groups)
+        if self.train_group_names is not None:
+            if len(self.train_group_names) == 0:
+                raise FairDistillError(f"{self.name}: train_group_names is empty")
+            check_sizes(f"{self.name} (training groups)", self.num_classes, len(self.train_group_names))
         if len(self.mean) != len(self.std):
             raise FairDistillError(f"{self.name}: mean has {len(self.mean)} entries but std {len(self.std)}")
-        if self.train_group_names is not None and len(self.train_group_names) == 0:
-            raise FairDistillError(f"{self.name}: train_group_names is empty")
+        for m, v in zip(self.mean, self.std, strict=True):
+            finite(m, f"{self.name}: mean")
+            if not finite(v, f"{self.name}: std") > 0:
+                raise FairDistillError(f"{self.name}: std must be > 0, got {v!r}")
+        if not isinstance(self.dsa_strategy, str):
+            kind = type(self.dsa_strategy).__name__
+            raise FairDistillError(f"{self.name}: dsa_strategy must be a string, got {kind}")
+        try:
+            parse_strategy(self.dsa_strategy)
+        except FairDistillError as err:
+            raise FairDistillError(f"{self.name}: dsa_strategy: {err}") from None
         for which in ("train", "test"):
             s: FairSplit = getattr(self, which)
             x, y, a = s.images, s.labels, s.groups
@@ -207,6 +319,8 @@ class FairDataset:
                 raise FairDistillError(f"{self.name} {which}: images must be (N, C, H, W), got {tuple(x.shape)}")
             if x.shape[0] == 0:
                 raise FairDistillError(f"{self.name} {which}: the split is empty")
+            if min(x.shape[2:]) < 1:
+                raise FairDistillError(f"{self.name} {which}: images of size {tuple(x.shape[2:])} hold no pixel")
             if y.shape != (x.shape[0],) or a.shape != (x.shape[0],):
                 raise FairDistillError(
                     f"{self.name} {which}: {x.shape[0]} images but labels {tuple(y.shape)} and groups {tuple(a.shape)}"
@@ -222,10 +336,14 @@ class FairDataset:
                 if x.mean != tuple(self.mean) or x.std != tuple(self.std):
                     raise FairDistillError(f"{self.name} {which}: the image store's normalisation differs")
             else:
+                if not isinstance(x, Tensor) or x.dtype != torch.float32:
+                    raise FairDistillError(
+                        f"{self.name} {which}: images must be float32 in model space, got {getattr(x, 'dtype', x)}"
+                    )
                 lo, hi = torch.aminmax(x)  # one pass, no mask the size of the data; NaN propagates
                 if not (torch.isfinite(lo) and torch.isfinite(hi)):
                     raise FairDistillError(f"{self.name} {which}: images contain NaN or infinite values")
-            if y.dtype != torch.long or a.dtype != torch.long:
+            if not isinstance(y, Tensor) or not isinstance(a, Tensor) or y.dtype != torch.long or a.dtype != torch.long:
                 raise FairDistillError(f"{self.name} {which}: labels and groups must be int64 tensors")
             if int(y.min()) < 0 or int(y.max()) >= self.num_classes:
                 raise FairDistillError(
@@ -245,15 +363,36 @@ class FairDataset:
                 )
         empty = (self.class_counts("train") == 0).nonzero().flatten().tolist()
         if empty:
-            names = ", ".join(self.class_names[i] for i in empty)
+            names = listed([self.class_names[i] for i in empty])
             raise FairDistillError(f"{self.name}: no training images for class(es) {names}")
         unlabelled = (self.counts("train").sum(1) == 0).nonzero().flatten().tolist()
         if unlabelled:
-            names = ", ".join(self.class_names[i] for i in unlabelled)
+            names = listed([self.class_names[i] for i in unlabelled])
             raise FairDistillError(
                 f"{self.name}: class(es) {names} have no group-labelled training image; "
                 "group statistics need at least one per class"
             )
+
+
+def _source_files(params: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(name, size, mtime_ns) of the files directly in the folder ``params["source"]``, if it is one.
+
+    What identifies a file-based benchmark's sources cheaply (at most 1,000 files, by name; hidden
+    files skipped). Empty when there is no such folder or the loader recorded its files itself
+    (``params["files"]``, the ``npy`` folder).
+    """
+    source = params.get("source")
+    if not isinstance(source, str) or "files" in params:
+        return []
+    try:
+        folder = Path(source)
+        if not folder.is_dir():
+            return []
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))[:1000]
+        stats = [(p.name, p.stat()) for p in entries if p.is_file()]
+    except OSError:
+        return []
+    return [(name, int(st.st_size), int(st.st_mtime_ns)) for name, st in stats]
 
 
 def normalise_uint8(pixels: Tensor | Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:

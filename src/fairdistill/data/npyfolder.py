@@ -17,84 +17,222 @@ found); ``mean``/``std`` the per-channel normalisation of pixels in [0, 1] (defa
 are 1, 3 or 4 and must be on one side only). Arrays must be plain C-ordered ``.npy`` files
 (``numpy.save``; no pickles). The image files are memory-mapped, never loaded: by default both
 splits are *streamed* (:class:`~fairdistill.data.store.Uint8Images`), read a batch at a time.
+
+What is checked, in this order, each failure one line naming the file (and the field):
+
+* ``meta.json`` (:class:`NpyMeta`): JSON bounded in size and depth, no NaN / Infinity (nor a number
+  too large for a float), an object with only the keys above, each of its type: names non-empty
+  strings without control characters and unique, at most :data:`~fairdistill.data.dataset.MAX_CLASSES`
+  classes / :data:`~fairdistill.data.dataset.MAX_GROUPS` groups; ``mean`` within [-100, 100] and
+  ``std`` within [0.001, 100] (so every model-space value stays finite), one entry per image
+  channel; ``dsa_strategy`` a valid augmentation string. ``null`` is refused: leave a key out for
+  its default. Unknown keys are refused, with the list of the allowed ones (a misspelt ``"std"``
+  must not silently fall back to the default).
+* every ``.npy`` header, before any data is read: readable, no Python objects, the bytes after the
+  header exactly those its shape and dtype declare (a header claiming 10^15 rows is refused from
+  the file size); images uint8, C-ordered, non-empty; ids 1-D integer (not bool, not float) and as
+  many as the images.
+* the ids, before anything is built from them: labels >= 0, groups >= -1 (train) or >= 0 (test),
+  every id below the number of names declared in ``meta.json`` or, without names, the implied
+  count (largest id + 1) within the bounds above.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import unicodedata
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from ..errors import FairDistillError
-from .dataset import FairDataset, FairSplit, normalise_uint8
-from .files import MissingDataError, corrupt, data_root_from
-from .store import Reader, Uint8Images
+from ..validate import parse, read_json_file
+from .dataset import MAX_CLASSES, MAX_GROUPS, FairDataset, FairSplit, check_sizes, listed, normalise_uint8
+from .files import MissingDataError, data_root_from
+from .store import NpyFile, Reader, Uint8Images, inspect_npy, load_npy
 
 KEY = "npy"
 SPLITS = ("train", "test")
 FILES = tuple(f"{s}_{what}.npy" for s in SPLITS for what in ("images", "labels", "groups"))
 META = "meta.json"
 CHANNELS = (1, 3, 4)
+#: the longest class, group or dataset name in ``meta.json``, in characters
+MAX_NAME = 200
+#: the longest ``description`` in ``meta.json``, in characters
+MAX_DESCRIPTION = 2000
+#: bounds of ``mean`` and ``std`` in ``meta.json``: with pixels in [0, 1], |model-space value| <= 10^5
+MEAN_BOUND, STD_MIN, STD_MAX = 100.0, 1e-3, 100.0
 
 
-def _load(path: Path, *, mmap: bool) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise corrupt(path, f"not a readable .npy array ({err})") from err
+def _printable(text: str) -> str:
+    """``text``, refused if it holds a control character (newline, escape...) or a lone surrogate (not printable)."""
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
+        raise PydanticCustomError(
+            "control_character", "must not contain control characters (newlines, escapes) or lone surrogates"
+        )
+    return text
 
 
-def _meta(folder: Path) -> dict[str, Any]:
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_printable)]
+Text = Annotated[str, Field(max_length=MAX_DESCRIPTION), AfterValidator(_printable)]
+Mean = Annotated[float, Field(allow_inf_nan=False, ge=-MEAN_BOUND, le=MEAN_BOUND)]
+Std = Annotated[float, Field(allow_inf_nan=False, ge=STD_MIN, le=STD_MAX)]
+
+
+class NpyMeta(BaseModel):
+    """``meta.json`` of an ``npy`` folder; every key optional, each of exactly its type (no coercion)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    name: Name | None = None
+    classes: list[Name] | None = Field(None, min_length=1, max_length=MAX_CLASSES)
+    groups: list[Name] | None = Field(None, min_length=1, max_length=MAX_GROUPS)
+    mean: list[Mean] | None = Field(None, min_length=1, max_length=max(CHANNELS))
+    std: list[Std] | None = Field(None, min_length=1, max_length=max(CHANNELS))
+    layout: Literal["NCHW", "NHWC"] | None = None
+    description: Text | None = None
+    dsa_strategy: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:  # absent keys take their default; an explicit null is a mistake
+            raise PydanticCustomError("null", "null is not allowed (leave the key out for its default)")
+        return value
+
+    @field_validator("classes", "groups")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        dup = [repr(n) for n, k in sorted(Counter(value).items()) if k > 1]
+        if dup:
+            raise PydanticCustomError("duplicate", "duplicate name(s) {names}", {"names": listed(dup)})
+        return value
+
+    @field_validator("dsa_strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        from ..augment import parse_strategy
+
+        try:
+            parse_strategy(value)
+        except FairDistillError as err:
+            raise PydanticCustomError("dsa_strategy", "{problem}", {"problem": str(err)}) from None
+        return value
+
+
+def _meta(folder: Path) -> tuple[NpyMeta, str | None]:
+    """The folder's ``meta.json`` checked (defaults when absent), and the SHA-256 of its bytes (None: absent)."""
     path = folder / META
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise corrupt(path, f"not valid JSON ({err})") from err
-    if not isinstance(meta, dict):
-        raise corrupt(path, f"expected a JSON object, got {type(meta).__name__}")
-    allowed = {"name", "classes", "groups", "mean", "std", "layout", "description", "dsa_strategy"}
-    unknown = sorted(set(meta) - allowed)
+    if not path.exists():
+        return NpyMeta(), None
+    if not path.is_file():  # a folder, a device (/dev/zero would never end), a FIFO...
+        raise FairDistillError(f"{path}: not a regular file")
+    data = read_json_file(path)
+    if not isinstance(data, dict):
+        raise FairDistillError(f"{path}: expected a JSON object, got {_json_type(data)}")
+    allowed = sorted(NpyMeta.model_fields)
+    unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise FairDistillError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-    for k in ("classes", "groups", "mean", "std"):
-        if k in meta and (not isinstance(meta[k], list) or not meta[k]):
-            raise FairDistillError(f"{path}: {k!r} must be a non-empty list, got {meta[k]!r}")
-    if meta.get("layout", "NCHW") not in ("NCHW", "NHWC"):
-        raise FairDistillError(f"{path}: layout must be 'NCHW' or 'NHWC', got {meta['layout']!r}")
-    return meta
+        raise FairDistillError(f"{path}: unknown key(s) {listed(unknown)}; allowed: {', '.join(allowed)}")
+    meta = parse(NpyMeta, data, str(path))
+    return meta, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _layout(path: Path, shape: tuple[int, ...], declared: str | None) -> bool:
-    """Whether the images at ``path`` are channels-last (N, H, W, C)."""
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _wrong(path: Path, problem: str) -> FairDistillError:
+    """The error for a readable array of the wrong kind (dtype, shape, layout): not a corrupt file."""
+    return FairDistillError(f"{path}: {problem}")
+
+
+def _images(f: NpyFile, declared: str | None) -> bool:
+    """Check an images file's header; whether its layout is channels-last (N, H, W, C)."""
+    if f.dtype != np.uint8:
+        raise _wrong(f.path, f"expected uint8 pixels, got {f.dtype}")
+    if f.fortran_order:
+        raise _wrong(f.path, "expected a C-ordered array (numpy.save of a contiguous array), got Fortran order")
+    shape = f.shape
+    if len(shape) not in (3, 4):
+        raise _wrong(f.path, f"expected uint8 images (N, C, H, W), (N, H, W, C) or (N, H, W), got shape {shape}")
+    if shape[0] == 0:
+        raise FairDistillError(f"{f.path}: the split is empty")
     if len(shape) == 3:
-        return False
-    if len(shape) != 4:
-        raise corrupt(path, f"expected uint8 images (N, C, H, W), (N, H, W, C) or (N, H, W), got shape {shape}")
-    if declared is not None:
+        last = False
+    elif declared is not None:
         c = shape[3] if declared == "NHWC" else shape[1]
         if c not in CHANNELS:
-            raise corrupt(path, f"layout {declared} means {c} channels; expected one of {CHANNELS}")
-        return declared == "NHWC"
-    first, last = shape[1] in CHANNELS, shape[3] in CHANNELS
-    if first == last:
-        raise FairDistillError(
-            f'{path}: cannot tell channels from shape {shape}; set "layout": "NCHW" or "NHWC" in {META}'
-        )
+            raise _wrong(f.path, f"layout {declared} means {c} channels; expected one of {CHANNELS}")
+        last = declared == "NHWC"
+    else:
+        first, last = shape[1] in CHANNELS, shape[3] in CHANNELS
+        if first == last:
+            raise FairDistillError(
+                f'{f.path}: cannot tell channels from shape {shape}; set "layout": "NCHW" or "NHWC" in {META}'
+            )
+    hw = shape[1:3] if len(shape) == 3 or last else shape[2:4]
+    if min(hw) < 1:
+        raise _wrong(f.path, f"images of height x width {hw[0]} x {hw[1]} hold no pixel")
     return last
 
 
-def _ids(path: Path, n: int, what: str) -> torch.Tensor:
-    arr = _load(path, mmap=False)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise corrupt(path, f"expected integer {what} of shape ({n},), got {arr.dtype} {arr.shape}")
-    if len(arr) != n:
-        raise FairDistillError(f"{path}: {len(arr)} {what} for {n} images")
-    return torch.from_numpy(arr.astype(np.int64))
+def _chw(f: NpyFile, last: bool) -> tuple[int, int, int]:
+    s = f.shape
+    return (1, s[1], s[2]) if len(s) == 3 else (s[3], s[1], s[2]) if last else (s[1], s[2], s[3])
+
+
+def _ids_header(f: NpyFile, n: int, what: str) -> None:
+    """Check a labels / groups header: 1-D, integer (not bool), one id per image."""
+    kind = f.dtype.kind
+    if kind == "b":
+        raise _wrong(f.path, f"expected integer {what}, got booleans; save the ids as an integer array")
+    if f.ndim != 1 or kind not in "iu":
+        raise _wrong(f.path, f"expected integer {what} of shape ({n},), got {f.dtype} {f.shape}")
+    if f.shape[0] != n:
+        raise FairDistillError(f"{f.path}: {f.shape[0]} {what} for {n} images")
+
+
+def _names(
+    declared: list[str] | None, ranges: dict[str, tuple[NpyFile, int, int]], what: str, bound: int
+) -> tuple[str, ...]:
+    """The names of the classes (or groups): those declared, else "0".."K-1" with K the largest id + 1.
+
+    An inferred K above ``bound`` is refused before a single name is made (a stray label of 10^9
+    would otherwise build 10^9 names).
+    """
+    if declared is not None:
+        return tuple(declared)
+    f, _, top = max(ranges.values(), key=lambda r: r[2])
+    singular = {"classes": "label", "groups": "group"}[what]
+    if top + 1 > bound:
+        raise FairDistillError(
+            f"{f.path}: {singular} {top} would make {top + 1} {what}, more than the {bound} allowed "
+            f"(the ids must be 0..K-1 with K <= {bound})"
+        )
+    return tuple(str(i) for i in range(max(top, 0) + 1))
+
+
+_NOUN = {"labels": "classes", "groups": "groups"}
+
+
+def _check_range(f: NpyFile, lo: int, hi: int, lowest: int, names: int, what: str, declared: bool) -> None:
+    """Refuse ``what`` ("labels" / "groups") outside [lowest, names), saying where the count came from."""
+    if lowest <= lo and hi < names:
+        return
+    origin = f"named in {META}" if declared else "from the largest id"
+    note = ""
+    if what == "groups" and lo < 0:
+        note = " (-1 marks an unknown group)" if lowest < 0 else " (-1, an unknown group, is allowed in train only)"
+    raise FairDistillError(
+        f"{f.path}: {what} must lie in [{lowest}, {names}) ({names} {_NOUN[what]} {origin}), found {lo}..{hi}{note}"
+    )
 
 
 def npy_folder(
@@ -108,6 +246,9 @@ def npy_folder(
     ``stream``: keep the pixels on disk and decode batches on demand (default); False normalises
     both splits into memory up front. ``read``: how a streamed split reads rows (see
     :class:`~fairdistill.data.store.Uint8Images`).
+
+    Its ``params`` identify the files: the folder, each array's size and modification time (ns)
+    and the SHA-256 of ``meta.json`` (see :meth:`~fairdistill.data.FairDataset.fingerprint`).
     """
     folder = data_root_from(data_root)
     if folder is None:
@@ -117,74 +258,70 @@ def npy_folder(
         raise MissingDataError(
             f"{folder}: missing {', '.join(missing)}; the {KEY!r} dataset needs {', '.join(FILES)} (+ optional {META})"
         )
-    meta = _meta(folder)
-    splits: dict[str, tuple[np.ndarray, bool, torch.Tensor, torch.Tensor]] = {}
-    for s in SPLITS:
-        path = folder / f"{s}_images.npy"
-        px = _load(path, mmap=True)
-        if px.dtype != np.uint8:
-            raise corrupt(path, f"expected uint8 pixels, got {px.dtype}")
-        if not px.flags.c_contiguous:
-            raise corrupt(path, "expected a C-ordered array (numpy.save of a contiguous array), got Fortran order")
-        channels_last = _layout(path, px.shape, meta.get("layout"))
-        if len(px) == 0:
-            raise FairDistillError(f"{path}: the split is empty")
-        y = _ids(folder / f"{s}_labels.npy", len(px), "labels")
-        a = _ids(folder / f"{s}_groups.npy", len(px), "groups")
-        splits[s] = (px, channels_last, y, a)
+    meta, meta_sha = _meta(folder)
+    headers = {name: inspect_npy(folder / name) for name in FILES}
 
-    def image_shape(px: np.ndarray, last: bool) -> tuple[int, ...]:
-        return (1, *px.shape[1:]) if px.ndim == 3 else (px.shape[3], *px.shape[1:3]) if last else px.shape[1:]
-
-    shape = image_shape(*splits["train"][:2])
-    if image_shape(*splits["test"][:2]) != shape:
-        raise FairDistillError(
-            f"{folder}: train images are {shape} (C, H, W) but test images {image_shape(*splits['test'][:2])}"
-        )
-    ymax = max(int(splits[s][2].max()) for s in SPLITS)
-    amax = max(int(splits[s][3].max()) for s in SPLITS)
-    classes = tuple(str(c) for c in meta.get("classes", range(ymax + 1)))
-    groups = tuple(str(g) for g in meta.get("groups", range(amax + 1)))
+    # the images: headers only; shapes must agree, normalisation must match the channels
+    layout: dict[str, bool] = {}
     for s in SPLITS:
-        _, _, y, a = splits[s]
-        if int(y.min()) < 0 or int(y.max()) >= len(classes):
-            raise FairDistillError(
-                f"{folder / f'{s}_labels.npy'}: labels must lie in [0, {len(classes)}) ({len(classes)} classes), "
-                f"found {int(y.min())}..{int(y.max())}"
-            )
-        lowest = -1 if s == "train" else 0
-        if int(a.min()) < lowest or int(a.max()) >= len(groups):
-            raise FairDistillError(
-                f"{folder / f'{s}_groups.npy'}: groups must lie in [{lowest}, {len(groups)}) ({len(groups)} groups), "
-                f"found {int(a.min())}..{int(a.max())}"
-            )
+        layout[s] = _images(headers[f"{s}_images.npy"], meta.layout)
+    shape = _chw(headers["train_images.npy"], layout["train"])
+    test_shape = _chw(headers["test_images.npy"], layout["test"])
+    if test_shape != shape:
+        raise FairDistillError(f"{folder}: train images are {shape} (C, H, W) but test images {test_shape}")
     c = shape[0]
-    mean = tuple(float(m) for m in meta.get("mean", [0.5] * c))
-    std = tuple(float(v) for v in meta.get("std", [0.5] * c))
-    if len(mean) != c or len(std) != c or min(std) <= 0:
-        raise FairDistillError(f"{folder / META}: mean and std need {c} entries (std > 0), got {mean} and {std}")
+    for field, values in (("mean", meta.mean), ("std", meta.std)):
+        if values is not None and len(values) != c:
+            raise FairDistillError(
+                f"{folder / META}: {field} has {len(values)} entries but the images have {c} channel(s)"
+            )
+    mean = tuple(meta.mean) if meta.mean is not None else (0.5,) * c
+    std = tuple(meta.std) if meta.std is not None else (0.5,) * c
+
+    # the ids: headers, then values, bounded before any name or table is built from them
+    ids: dict[str, np.ndarray] = {}
+    ranges: dict[str, dict[str, tuple[NpyFile, int, int]]] = {"labels": {}, "groups": {}}
+    for s in SPLITS:
+        n = headers[f"{s}_images.npy"].shape[0]
+        for what in ("labels", "groups"):
+            f = headers[f"{s}_{what}.npy"]
+            _ids_header(f, n, what)
+            values = load_npy(f, mmap=False)
+            ranges[what][s] = (f, int(values.min()), int(values.max()))
+            ids[f"{s}_{what}"] = values
+    classes = _names(meta.classes, ranges["labels"], "classes", MAX_CLASSES)
+    groups = _names(meta.groups, ranges["groups"], "groups", MAX_GROUPS)
+    for what, names, declared in (("labels", classes, meta.classes), ("groups", groups, meta.groups)):
+        for s, (f, lo, hi) in ranges[what].items():
+            lowest = -1 if (what, s) == ("groups", "train") else 0
+            _check_range(f, lo, hi, lowest, len(names), what, declared is not None)
+    check_sizes(str(folder), len(classes), len(groups))
 
     def split(s: str) -> FairSplit:
-        px, last, y, a = splits[s]
+        f, last = headers[f"{s}_images.npy"], layout[s]
+        px = load_npy(f, mmap=True)
         kwargs: dict[str, Any] = {"channels_last": last, "read": read}
         if px.ndim == 3:  # one channel without its axis
-            kwargs.update(shape=tuple(shape), transform=lambda raw, rows: normalise_uint8(raw.unsqueeze(1), mean, std))
+            kwargs.update(shape=shape, transform=lambda raw, rows: normalise_uint8(raw.unsqueeze(1), mean, std))
         store = Uint8Images(px, mean, std, **kwargs)
+        y = torch.from_numpy(ids[f"{s}_labels"].astype(np.int64))
+        a = torch.from_numpy(ids[f"{s}_groups"].astype(np.int64))
         return FairSplit(store if stream else store.materialise(), y, a)
 
-    extra = {k: meta[k] for k in ("dsa_strategy",) if k in meta}
+    extra = {"dsa_strategy": meta.dsa_strategy} if meta.dsa_strategy is not None else {}
+    files = {name: [h.size, h.mtime_ns] for name, h in headers.items()}
     return FairDataset(
-        name=str(meta.get("name", KEY)),
+        name=meta.name if meta.name is not None else KEY,
         train=split("train"),
         test=split("test"),
         class_names=classes,
         group_names=groups,
         mean=mean,
         std=std,
-        description=str(meta.get("description", f"uint8 .npy arrays in {folder}")),
-        params={"source": str(folder.resolve())},
+        description=meta.description if meta.description is not None else f"uint8 .npy arrays in {folder}",
+        params={"source": str(folder.resolve()), "files": files, "meta_sha256": meta_sha},
         **extra,
     )
 
 
-__all__ = ["FILES", "KEY", "META", "npy_folder"]
+__all__ = ["FILES", "KEY", "META", "NpyMeta", "npy_folder"]

@@ -18,8 +18,10 @@ page cache, which the kernel can drop at will and which does not count in the pr
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +31,8 @@ from numpy.lib import format as npy_format
 from torch import Tensor
 
 from ..errors import FairDistillError
+from ..validate import one_line
+from .files import corrupt
 
 Reader = Literal["pread", "mmap"]
 
@@ -38,16 +42,90 @@ Transform = Callable[[Tensor, Tensor], Tensor]
 
 
 def npy_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
-    """(shape, dtype, fortran_order, data offset) of a ``.npy`` file, read from its header only."""
+    """(shape, dtype, fortran_order, data offset) of a ``.npy`` file, read from its header only.
+
+    Raises numpy's own errors (ValueError, OSError, EOFError...) on a malformed header;
+    :func:`inspect_npy` turns them into one "corrupt" line and checks the header against the file.
+    """
     with open(path, "rb") as f:
         version = npy_format.read_magic(f)
         if version == (1, 0):
             shape, fortran, dtype = npy_format.read_array_header_1_0(f)
-        elif version == (2, 0):
+        elif version in ((2, 0), (3, 0)):
+            # 3.0 is the 2.0 layout with a UTF-8 header; a numeric array's header is ASCII, the same bytes
             shape, fortran, dtype = npy_format.read_array_header_2_0(f)
-        else:  # (3, 0) differs from 2.0 only in the header's text encoding
-            shape, fortran, dtype = npy_format._read_array_header(f, version)  # noqa: SLF001
+        else:
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
         return tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran), f.tell()
+
+
+@dataclass(frozen=True)
+class NpyFile:
+    """A ``.npy`` file's header, checked against the file: what :func:`inspect_npy` returns.
+
+    ``size`` and ``mtime_ns`` are the file's, from the same ``stat`` (they identify the file's
+    version cheaply, see :meth:`fairdistill.data.FairDataset.fingerprint`).
+    """
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int
+    size: int
+    mtime_ns: int
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of data the header declares (a Python int: no overflow whatever the shape)."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def inspect_npy(path: str | Path) -> NpyFile:
+    """Read a ``.npy`` file's header and check it against the file, reading none of the data.
+
+    Refused, each with one line naming the file: an unreadable or malformed header, a negative
+    dimension, a file whose size after the header differs from what the shape and dtype declare
+    (a header claiming 10^15 rows of a small file is refused here, before numpy allocates anything
+    for it): "corrupt"; a dtype holding Python objects (that would need unpickling, which
+    fairdistill never does). Format versions 1.0, 2.0 and 3.0 are read.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+        shape, dtype, fortran, offset = npy_header(path)
+    except FairDistillError:
+        raise
+    except Exception as err:  # noqa: BLE001 - numpy's header parser fails in many ways; each means corrupt
+        raise corrupt(path, f"not a readable .npy array ({one_line(str(err), 160)})") from None
+    if dtype.hasobject:
+        raise FairDistillError(
+            f"{path}: holds Python objects ({dtype}); only plain numeric arrays are read, never pickles"
+        )
+    if any(s < 0 for s in shape):
+        raise corrupt(path, f"its header declares the impossible shape {shape}")
+    meta = NpyFile(path, shape, dtype, fortran, offset, int(st.st_size), int(st.st_mtime_ns))
+    have = meta.size - offset
+    if have < meta.nbytes:
+        raise corrupt(
+            path, f"its header declares {dtype} {shape} ({meta.nbytes} bytes) but only {max(have, 0)} bytes follow it"
+        )
+    if have > meta.nbytes:
+        extra = have - meta.nbytes
+        raise corrupt(path, f"{extra} bytes follow the {meta.nbytes} its header declares ({dtype} {shape})")
+    return meta
+
+
+def load_npy(meta: NpyFile, *, mmap: bool) -> np.ndarray:
+    """The array of a checked ``.npy`` file (:func:`inspect_npy`): memory-mapped read-only, or read whole."""
+    try:
+        return np.load(meta.path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:  # e.g. the file changed since it was inspected
+        raise corrupt(meta.path, f"not a readable .npy array ({one_line(str(err), 160)})") from None
 
 
 class Uint8Images:
@@ -101,8 +179,11 @@ class Uint8Images:
 
     @classmethod
     def from_npy(cls, path: str | Path, mean: tuple[float, ...], std: tuple[float, ...], **kwargs: Any) -> Uint8Images:
-        """A store over the ``.npy`` file at ``path`` (memory-mapped read-only, rows read on demand)."""
-        return cls(np.load(path, mmap_mode="r", allow_pickle=False), mean, std, **kwargs)
+        """A store over the ``.npy`` file at ``path`` (memory-mapped read-only, rows read on demand).
+
+        The header is checked against the file first (:func:`inspect_npy`).
+        """
+        return cls(load_npy(inspect_npy(path), mmap=True), mean, std, **kwargs)
 
     # ---- tensor-like facts -------------------------------------------------------------------
     ndim = 4
@@ -219,4 +300,4 @@ def _file_of(pixels: np.ndarray) -> tuple[str, int] | None:
     return str(pixels.filename), offset
 
 
-__all__ = ["Reader", "Uint8Images", "npy_header"]
+__all__ = ["NpyFile", "Reader", "Uint8Images", "inspect_npy", "load_npy", "npy_header"]
