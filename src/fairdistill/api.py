@@ -157,6 +157,7 @@ def distill(
     p = resolve_preset(preset, ipc=ipc, seed=seed, device=dev, backbone=backbone, dataset=key)
     knobs = {"target": target, "distance": distance, "embedder": embedder, "sampling": sampling}
     method = replace(p.method, **{k: v for k, v in knobs.items() if v is not None}).resolved().validate()
+    method = _run_settings_win(method, overrides)
     config = _override(p.distill, iterations=iterations, **overrides)
     with timer.phase("load data"):
         data = _dataset(dataset, data_root, stream)
@@ -305,6 +306,14 @@ class _Checkpoints:
             "resumed_from_iteration": None if self.state is None else self.state.done,
             "checkpoint": None if self.path is None or not self.every else {"path": self.path, "every": self.every},
         }
+
+
+def _run_settings_win(spec: MethodSpec, given: dict[str, Any]) -> MethodSpec:
+    """``spec`` without its own value of the settings the caller set for the whole run (those win)."""
+    given = {k for k, v in given.items() if v is not None}
+    if not given & set(spec.settings):
+        return spec
+    return replace(spec, settings={k: v for k, v in spec.settings.items() if k not in given})
 
 
 def _override(config: Any, **values: Any) -> Any:
@@ -495,7 +504,7 @@ class CompareResult:
 def compare(
     dataset: str | FairDataset = "cmnist-fg-mini",
     *,
-    methods: Sequence[str] = ("vanilla", "fairdd", "cobra"),
+    methods: Sequence[str] = ("vanilla", "fairdd", "cobra", "fair"),
     baselines: Sequence[str] = ("random", "random-balanced", "full"),
     preset: str | None = None,
     backbone: str = "dm",
@@ -594,6 +603,7 @@ def compare(
     if scale == "cpu":
         dcfg, ecfg, cuts = cpu_scale(dcfg, ecfg, backbone)
     dcfg = _override(dcfg, iterations=iterations, **overrides)
+    specs = [_run_settings_win(s, overrides) for s in specs]
     ecfg = _override(ecfg, num_models=num_models, epochs=epochs, eval_models=_names(eval_models))
     with timer.phase("load data"):
         data = _dataset(dataset, data_root, stream)

@@ -89,6 +89,14 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random draw 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 ModelsOpt = Annotated[int | None, typer.Option("--models", help="Evaluation models per set (default: the preset's).")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Evaluation training epochs (default: the preset's).")]
+InitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--init",
+        help="How the synthetic set starts: real (as the data comes), balanced (the random-balanced subset "
+        "of the same seed) or noise; for every method of the run (default: each recipe's own).",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output and no notes.")]
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Log details (INFO); same as the global `fairdistill -v`.")
@@ -236,6 +244,7 @@ def distill(
     groups: GroupsOpt = None,
     checkpoint_every: CheckpointOpt = 50,
     resume: ResumeOpt = False,
+    init: InitOpt = None,
     stream: StreamOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -274,6 +283,7 @@ def distill(
             groups=groups,
             checkpoint_every=checkpoint_every,
             resume=resume,
+            init=init,
         )
     if not rt.is_main:
         return
@@ -341,7 +351,9 @@ def evaluate(
 def compare(
     dataset: DatasetOpt = "cmnist-fg-mini",
     data_root: DataRootOpt = None,
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated method presets.")] = "vanilla,fairdd,cobra",
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated method presets.")] = (
+        "vanilla,fairdd,cobra,fair"
+    ),
     baselines: Annotated[str, typer.Option("--baselines", help="Comma-separated baselines ('' for none).")] = (
         "random,random-balanced,full"
     ),
@@ -369,6 +381,7 @@ def compare(
     eval_models: EvalModelsOpt = None,
     checkpoint_every: CheckpointOpt = 50,
     resume: ResumeOpt = False,
+    init: InitOpt = None,
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Also write report.html and report.md into --out.")
     ] = True,
@@ -411,6 +424,7 @@ def compare(
             eval_workers=eval_workers,
             eval_executor=eval_executor,
             scale=scale,
+            init=init,
         )
     s = result.summary
     for cut in s["scale"]["reductions"]:

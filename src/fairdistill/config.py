@@ -175,6 +175,10 @@ def check_run_values(
 
 #: how DSA picks its operation when a network trains on a batch: per image, or one for the batch
 DSA_MODES: tuple[str, ...] = ("single", "batch")
+#: how a synthetic set starts (:class:`DistillConfig` ``init``)
+INITS: tuple[str, ...] = ("real", "balanced", "noise")
+#: optimisers of the synthetic images (:class:`DistillConfig` ``img_optimizer``)
+IMG_OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 #: evaluation training schedules (see :class:`EvalConfig`)
 SCHEDULES: tuple[str, ...] = ("reference", "single")
 
@@ -245,7 +249,14 @@ class DistillConfig:
     lr_img: float = 1.0
     img_momentum: float = 0.5
     batch_real: int = 64  # real images per class per iteration
-    init: str = "real"  # "real" (random real images of the class) or "noise"
+    #: the starting synthetic set: "real" (random real images of the class, as the data comes), "balanced"
+    #: (the group-balanced real subset that the ``random-balanced`` baseline selects with the same seed)
+    #: or "noise"
+    init: str = "real"
+    #: the optimiser of the synthetic images: "sgd" (with ``img_momentum``, as every reference) or "adam"
+    #: (a step of about ``lr_img`` per pixel whatever the loss's scale, so targets whose gradients differ
+    #: in size, FairDD's sum over |A| groups against one barycenter term, take matched steps)
+    img_optimizer: str = "sgd"
     model: str = "convnet"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     dsa: bool = True
@@ -296,8 +307,12 @@ class DistillConfig:
         check_number("lr_img", self.lr_img, low=0.0, low_open=True)
         check_number("img_momentum", self.img_momentum, low=0.0, high=1.0, high_open=True)
         check_seed(self.seed)
-        if self.init not in ("real", "noise"):
-            raise FairDistillError(f"unknown init {self.init!r}; allowed: noise, real")
+        if self.init not in INITS:
+            raise FairDistillError(f"unknown init {self.init!r}; allowed: {', '.join(sorted(INITS))}")
+        if self.img_optimizer not in IMG_OPTIMIZERS:
+            raise FairDistillError(
+                f"unknown img_optimizer {self.img_optimizer!r}; allowed: {', '.join(IMG_OPTIMIZERS)}"
+            )
         check_optional_count("warm_epochs", self.warm_epochs, 0)
         check_optional_count("outer_loop", self.outer_loop, 1)
         check_optional_count("inner_loop", self.inner_loop, 0)

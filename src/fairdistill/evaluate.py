@@ -485,42 +485,19 @@ def random_subset(dataset: FairDataset, ipc: int, seed: int) -> Tensor:
     "random-balanced", "a random real subset with the same number of images from every group of a class"
 )
 def balanced_subset(dataset: FairDataset, ipc: int, seed: int) -> Tensor:
-    """ipc images per class, spread over its groups as evenly as possible.
-
-    Water-filling: every group gives the same number of images, a group with too few gives all it
-    has, and what is left of ``ipc`` goes one image each to randomly chosen groups with images to spare.
+    """ipc images per class, spread over its groups as evenly as possible (water-filling,
+    :func:`fairdistill.data.sampling.balanced_subset`; ``init="balanced"`` starts from the same images).
 
     The groups are the training split's as given: pseudo-groups or noisy labels when the dataset's
     group labels were transformed (:mod:`fairdistill.data.groups`). With partial group labels only
     the labelled images are balanced; a class with fewer labelled images than ``ipc`` is topped up
     with random unlabelled images of the class.
     """
-    from .backbones.base import check_ipc
+    from .backbones.base import balanced_generator, check_ipc
+    from .data.sampling import balanced_subset as select
 
     check_ipc(dataset, ipc)
-    gen = rng.generator(seed, "baseline-balanced")
-    counts = dataset.counts("train")
-    train = dataset.train
-    chosen = []
-    for c in range(dataset.num_classes):  # quotas are per class
-        avail = counts[c]
-        # water level L: every group gives min(avail, L), the largest L that fits in ipc ...
-        levels = torch.arange(int(avail.max()) + 1)
-        filled = torch.minimum(avail.unsqueeze(0), levels.unsqueeze(1)).sum(1)
-        level = int(levels[filled <= ipc].max())
-        quota = torch.minimum(avail, torch.tensor(level))
-        # ... and the remainder goes one each to random groups that still have images
-        spare = (avail > level).nonzero().flatten()
-        extra = spare[torch.randperm(len(spare), generator=gen)[: ipc - int(quota.sum())]]
-        quota[extra] += 1
-        for a in quota.nonzero().flatten().tolist():
-            idx = ((train.labels == c) & (train.groups == a)).nonzero().flatten()
-            chosen.append(idx[torch.randperm(len(idx), generator=gen)[: int(quota[a])]])
-        short = ipc - int(quota.sum())
-        if short > 0:  # too few group-labelled images: the rest from the class's unlabelled ones
-            idx = ((train.labels == c) & (train.groups < 0)).nonzero().flatten()
-            chosen.append(idx[torch.randperm(len(idx), generator=gen)[:short]])
-    return torch.cat(chosen)
+    return select(dataset.train, dataset.num_classes, dataset.num_train_groups, ipc, balanced_generator(seed))
 
 
 @BASELINES.register("full", "the whole training set")

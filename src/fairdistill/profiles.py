@@ -30,6 +30,7 @@ from typing import Any
 from .config import DistillConfig, EvalConfig, MethodSpec
 from .errors import FairDistillError, unknown_name
 from .registry import Registry
+from .targets import get_target
 
 OURS = "fairdistill"
 
@@ -69,6 +70,7 @@ FIELD_SOURCES: dict[str, str] = {
     "iterations": f"{OURS}: library default",
     "lr_img": f"{OURS}: library default",
     "img_momentum": "both reference codebases: image SGD with momentum 0.5",
+    "img_optimizer": "both reference codebases: SGD on the images",
     "batch_real": f"{OURS}: library default",
     "init": "both reference codebases: --init real (random real images of the class)",
     "model": "both reference codebases: ConvNet",
@@ -110,8 +112,8 @@ FIELD_SOURCES: dict[str, str] = {
 
 #: the :class:`DistillConfig` fields each backbone reads (``presets show`` prints these)
 _COMMON = (
-    "ipc", "iterations", "lr_img", "img_momentum", "batch_real", "init", "model", "model_kwargs", "dsa",
-    "dsa_strategy", "seed",
+    "ipc", "iterations", "lr_img", "img_momentum", "img_optimizer", "batch_real", "init", "model",
+    "model_kwargs", "dsa", "dsa_strategy", "seed",
 )  # fmt: skip
 BACKBONE_FIELDS: dict[str, tuple[str, ...]] = {
     "dm": (*_COMMON, "train_dsa_mode", "warm_epochs", "warm_momentum", "warm_weight_decay"),
@@ -154,13 +156,16 @@ class BackboneProfile:
 
     ``methods``: recipe -> knob -> :class:`Setting` of the recipes this profile changes (a paper
     profile names every knob of every recipe it runs); ``recipes``: the recipes the profile runs on
-    this backbone (``None``: every registered one).
+    this backbone (``None``: every registered one); ``group_settings``: per-method settings
+    (:data:`fairdistill.backbones.base.IMAGE_SETTINGS`) that every recipe with a group target
+    (FairDD, the barycenters, uniform sampling) gets unless the recipe sets them itself.
     """
 
     distill: Mapping[str, Setting]
     evaluation: Mapping[str, Setting]
     methods: Mapping[str, Mapping[str, Setting]] = field(default_factory=dict)
     recipes: tuple[str, ...] | None = None
+    group_settings: Mapping[str, Setting] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in self.distill:
@@ -208,9 +213,19 @@ class Profile:
     def method(self, base: MethodSpec, recipe: str, backbone: str, ipc: int = 10) -> MethodSpec:
         """The recipe ``base`` with this profile's knobs for it."""
         self.check_recipe(recipe, backbone)
-        knobs = self.of(backbone).methods.get(recipe, {})
+        bp = self.of(backbone)
+        knobs = bp.methods.get(recipe, {})
         ctx = Context(ipc)
-        return replace(base, **{k: s.resolve(ctx) for k, s in knobs.items()})
+        spec = replace(base, **{k: s.resolve(ctx) for k, s in knobs.items()})
+        extra = self.group_settings_for(spec, backbone)
+        return replace(spec, settings={**extra, **spec.settings}) if extra else spec
+
+    def group_settings_for(self, spec: MethodSpec, backbone: str) -> dict[str, Any]:
+        """The :attr:`BackboneProfile.group_settings` that ``spec`` gets (none for a population target)."""
+        bp = self.of(backbone)
+        if not bp.group_settings or get_target(spec.target).default_sampling != "stratified":
+            return {}
+        return {k: s.value for k, s in bp.group_settings.items() if k not in spec.settings}
 
     def settings(self, ipc: int, backbone: str, dataset: str | None = None) -> dict[str, dict[str, tuple[Any, str]]]:
         """Every setting the backbone reads, resolved, with its source: {"distill": ..., "evaluation": ...}."""
@@ -483,6 +498,11 @@ def _fairdd_dc() -> BackboneProfile:
 
 
 # ---- ours: cpu and gpu ----------------------------------------------------------------------------------
+#: our profiles start every group target from the group-balanced real subset: a fair set starts at least
+#: as fair as the random-balanced baseline (RESULTS section 13); the paper profiles keep real images
+_GROUP_INIT = {"init": ours("balanced", "group targets start from the random-balanced subset of the seed")}
+
+
 def _our_eval(models: int, epochs: int, full_epochs: int, net: dict, why: str) -> dict[str, Setting]:
     return {
         "model_kwargs": ours(dict(net), why),
@@ -521,11 +541,12 @@ def _gpu() -> dict[str, BackboneProfile]:
         "lr_net": ours(0.01, why),
         "batch_real": ours(64, "IDC (Kim et al.): 64 real images per class"),
     }  # fmt: skip
+    fair = _GROUP_INIT
     return {
-        "dm": BackboneProfile(dm, ev),
-        "dc": BackboneProfile(dc, ev),
-        "cafe": BackboneProfile(cafe, ev),
-        "idc": BackboneProfile(idc, ev),
+        "dm": BackboneProfile(dm, ev, group_settings=fair),
+        "dc": BackboneProfile(dc, ev, group_settings=fair),
+        "cafe": BackboneProfile(cafe, ev, group_settings=fair),
+        "idc": BackboneProfile(idc, ev, group_settings=fair),
     }
 
 
@@ -571,11 +592,12 @@ def _cpu() -> dict[str, BackboneProfile]:
         "dsa": ours(True, "DSA on gradient matching too"),
     }  # fmt: skip
     idc_ev = {**ev, "epochs": ours(75, "the decoded set has 4x the images: as many SGD steps as 150 epochs")}
+    fair = _GROUP_INIT
     return {
-        "dm": BackboneProfile(dm, ev),
-        "dc": BackboneProfile(dc, ev),
-        "cafe": BackboneProfile(cafe, ev),
-        "idc": BackboneProfile(idc, idc_ev),
+        "dm": BackboneProfile(dm, ev, group_settings=fair),
+        "dc": BackboneProfile(dc, ev, group_settings=fair),
+        "cafe": BackboneProfile(cafe, ev, group_settings=fair),
+        "idc": BackboneProfile(idc, idc_ev, group_settings=fair),
     }
 
 

@@ -15,7 +15,7 @@ from ..augment import DSA
 from ..checkpoint import DistillState, MethodState, capture, restore, restore_field
 from ..config import DistillConfig, MethodSpec
 from ..data.dataset import FairDataset
-from ..data.sampling import RealSampler
+from ..data.sampling import RealSampler, balanced_subset
 from ..distances import DISTANCES
 from ..errors import FairDistillError
 from ..models import create_model
@@ -23,6 +23,9 @@ from ..registry import Registry
 from ..runtime import Runtime
 from ..targets import GroupStats, Target
 from ..training import init_weights
+
+#: the settings of a method's own images, which every backbone lets a method set for itself
+IMAGE_SETTINGS: tuple[str, ...] = ("init", "lr_img", "img_momentum", "img_optimizer")
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,9 @@ class Backbone:
     sample_targets: bool = False
     #: runs class-sharded across the processes of a torchrun launch (:mod:`fairdistill.runtime`)
     shards_classes: bool = False
-    #: :class:`DistillConfig` fields a method may set for itself (``MethodSpec.settings``)
-    method_settings: tuple[str, ...] = ()
+    #: :class:`DistillConfig` fields a method may set for itself (``MethodSpec.settings``): every backbone
+    #: lets a method choose how its images start and move (:data:`IMAGE_SETTINGS`)
+    method_settings: tuple[str, ...] = IMAGE_SETTINGS
 
     @classmethod
     def supports(cls, target: Target) -> bool:
@@ -252,10 +256,11 @@ def check_ipc(dataset: FairDataset, ipc: int) -> None:
 
 
 def initial_images(dataset: FairDataset, config: DistillConfig) -> tuple[Tensor, Tensor]:
-    """The starting synthetic set, ordered by class: random real images of each class, or noise.
+    """The starting synthetic set, ordered by class: real images of each class, or noise.
 
-    Real images are drawn as the data comes (so a biased class starts mostly in its majority
-    group), the same for every method of a run.
+    ``real``: drawn as the data comes (so a biased class starts mostly in its majority group);
+    ``balanced``: the group-balanced subset of the ``random-balanced`` baseline with the same seed,
+    image for image; ``noise``: standard normal in model space.
     """
     check_ipc(dataset, config.ipc)
     k = dataset.num_classes
@@ -264,10 +269,46 @@ def initial_images(dataset: FairDataset, config: DistillConfig) -> tuple[Tensor,
         g = rng.generator(config.seed, "init-noise")
         images = torch.randn((k * config.ipc, *dataset.train.images.shape[1:]), generator=g)
         return images, labels
-    sampler = RealSampler(dataset.train, k, dataset.num_train_groups)
-    idx = sampler.class_batch(config.ipc, rng.generator(config.seed, "init-real"))
+    if config.init == "balanced":
+        idx = balanced_subset(dataset.train, k, dataset.num_train_groups, config.ipc, balanced_generator(config.seed))
+    else:
+        sampler = RealSampler(dataset.train, k, dataset.num_train_groups)
+        idx = sampler.class_batch(config.ipc, rng.generator(config.seed, "init-real"))
     idx = idx[torch.argsort(dataset.train.labels[idx], stable=True)]
     return dataset.train.take(idx).clone(), labels
+
+
+def balanced_generator(seed: int) -> torch.Generator:
+    """The generator of the group-balanced selection: the ``random-balanced`` baseline's, so both pick the same."""
+    return rng.generator(seed, "baseline-balanced")
+
+
+def method_initial_images(
+    methods: Sequence[MethodSpec],
+    config: DistillConfig,
+    start: Callable[[DistillConfig], tuple[Tensor, Tensor]],
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Each method's starting images (its own ``init`` when it sets one) and the labels, shared by all.
+
+    ``start(config)`` builds one starting set; methods with the same initialisation share it.
+    """
+    built: dict[tuple, tuple[Tensor, Tensor]] = {}
+    images = {}
+    for spec in methods:
+        own = spec.config_for(config)
+        key = (own.init, own.idc_init)
+        if key not in built:
+            built[key] = start(own)
+        images[spec.name] = built[key][0]
+    labels = next(iter(built.values()))[1]
+    return images, labels
+
+
+def image_optimizer(images: Tensor, config: DistillConfig) -> torch.optim.Optimizer:
+    """The optimiser of a method's synthetic images: SGD with momentum, or Adam (``img_optimizer``)."""
+    if config.img_optimizer == "adam":
+        return torch.optim.Adam([images], lr=config.lr_img)
+    return torch.optim.SGD([images], lr=config.lr_img, momentum=config.img_momentum)
 
 
 def distill_dsa(dataset: FairDataset, config: DistillConfig) -> DSA | None:
@@ -302,7 +343,7 @@ def synthetic_meta(dataset: FairDataset, method: MethodSpec, config: DistillConf
 
     return {
         "method": method.to_dict(),
-        "config": config.to_dict(),
+        "config": method.config_for(config).to_dict(),  # with the method's own settings
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint(),
         "class_names": list(dataset.class_names),

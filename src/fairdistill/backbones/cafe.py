@@ -90,14 +90,17 @@ from ..targets import ALL, GroupStats, Target, get_target, resolve_sampling
 from ..training import SGDConfig, train
 from . import BACKBONES
 from .base import (
+    IMAGE_SETTINGS,
     Backbone,
     IterationCallback,
     IterationState,
     check_methods,
     class_shard,
     distill_dsa,
+    image_optimizer,
     initial_images,
     make_network,
+    method_initial_images,
     resume_runs,
     snapshot_runs,
     synthetic_meta,
@@ -348,7 +351,7 @@ class CAFE(Backbone):
     shards_classes = True
     # COBRA's CAFE script weights the layers otherwise, drops the discrimination term and averages over the
     # classes in the cobra mode only: these may differ between the methods of one run
-    method_settings = ("layer_weights", "disc_weight", "disc_temperature", "class_reduction")
+    method_settings = (*IMAGE_SETTINGS, "layer_weights", "disc_weight", "disc_temperature", "class_reduction")
 
     def distill(
         self,
@@ -367,9 +370,9 @@ class CAFE(Backbone):
         stop = InnerStop.from_config(config)
         rt = runtime.current()
         shard = class_shard(rt, k, config.ipc)  # this process's classes (all of them in a single process)
-        init_x, all_labels = initial_images(dataset, config)
+        inits, all_labels = method_initial_images(methods, config, lambda c: initial_images(dataset, c))
         syn_labels, all_labels = all_labels[shard.rows].to(device), all_labels.to(device)
-        runs = [self._start(m, config, init_x[shard.rows].to(device)) for m in methods]
+        runs = [self._start(m, config, inits[m.name][shard.rows].to(device)) for m in methods]
 
         real_y, real_a = dataset.train.labels.to(device), dataset.train.groups.to(device)
         sampler = RealSampler(dataset.train, k, g)
@@ -493,7 +496,7 @@ class CAFE(Backbone):
         spec = spec.resolved().validate()
         target = get_target(spec.target)
         images = init_x.clone().requires_grad_(True)
-        opt = torch.optim.SGD([images], lr=config.lr_img, momentum=config.img_momentum)
+        opt = image_optimizer(images, spec.config_for(config))
         sampling = resolve_sampling(target, spec.sampling)
         return _Run(spec, target, get_distance(spec.distance), sampling, images, opt, spec.config_for(config))
 

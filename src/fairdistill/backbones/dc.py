@@ -73,8 +73,10 @@ from .base import (
     check_methods,
     class_shard,
     distill_dsa,
+    image_optimizer,
     initial_images,
     make_network,
+    method_initial_images,
     resume_runs,
     snapshot_runs,
     synthetic_meta,
@@ -245,8 +247,8 @@ class DC(Backbone):
         outer, inner = self._loops(config)
         rt = runtime.current()
         shard = class_shard(rt, k, config.ipc)  # this process's classes (all of them in a single process)
-        init_x, all_labels = self._initial_images(dataset, config)
-        runs = [self._start(m, config, init_x[shard.rows].to(device)) for m in methods]
+        inits, all_labels = method_initial_images(methods, config, lambda c: self._initial_images(dataset, c))
+        runs = [self._start(m, config, inits[m.name][shard.rows].to(device)) for m in methods]
         ctx = MatchContext(
             dataset=dataset,
             config=config,
@@ -374,7 +376,7 @@ class DC(Backbone):
         spec = spec.resolved().validate()
         target = get_target(spec.target)
         images = init_x.clone().requires_grad_(True)
-        opt = torch.optim.SGD([images], lr=config.lr_img, momentum=config.img_momentum)
+        opt = image_optimizer(images, spec.config_for(config))
         sampling = resolve_sampling(target, spec.sampling)
         return _Run(spec, target, get_gradient_distance(spec.distance), sampling, images, opt)
 

@@ -44,8 +44,10 @@ from .base import (
     check_methods,
     class_shard,
     distill_dsa,
+    image_optimizer,
     initial_images,
     make_network,
+    method_initial_images,
     resume_runs,
     snapshot_runs,
     synthetic_meta,
@@ -99,9 +101,9 @@ class DM(Backbone):
         k, g = dataset.num_classes, dataset.num_train_groups  # the training split's groups (may be pseudo-groups)
         rt = runtime.current()
         shard = class_shard(rt, k, config.ipc)  # this process's classes (all of them in a single process)
-        init_x, all_labels = initial_images(dataset, config)
+        inits, all_labels = method_initial_images(methods, config, lambda c: initial_images(dataset, c))
         syn_labels = all_labels[shard.rows].to(device)
-        runs = [self._start(m, config, init_x[shard.rows].to(device)) for m in methods]
+        runs = [self._start(m, config, inits[m.name][shard.rows].to(device)) for m in methods]
         for run in runs:
             run.matched = torch.zeros(k, g, dtype=torch.long)
 
@@ -204,7 +206,7 @@ class DM(Backbone):
         else:
             embedder = create_embedder(spec.embedder)
         images = init_x.clone().requires_grad_(True)
-        opt = torch.optim.SGD([images], lr=config.lr_img, momentum=config.img_momentum)
+        opt = image_optimizer(images, spec.config_for(config))
         return _Run(
             spec, target, get_distance(spec.distance), embedder, resolve_sampling(target, spec.sampling), images, opt
         )

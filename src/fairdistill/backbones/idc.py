@@ -63,12 +63,12 @@ from .. import rng
 from ..artifacts import SyntheticSet
 from ..config import DistillConfig
 from ..data.dataset import FairDataset
-from ..data.sampling import RealSampler
+from ..data.sampling import RealSampler, balanced_subset
 from ..distances import GRADIENT_DISTANCES
 from ..errors import FairDistillError
 from ..training import SGDConfig, train
 from . import BACKBONES
-from .base import check_ipc, initial_images
+from .base import balanced_generator, check_ipc, initial_images
 from .dc import DC, MatchContext, _Run
 
 #: image updates per network (the published code's ``inner_loop``; each iteration draws a fresh network)
@@ -132,8 +132,11 @@ def mixed_initial_images(dataset: FairDataset, config: DistillConfig) -> tuple[T
             f"class of {dataset.name} has {smallest}; lower ipc or factor, or use init='noise'"
         )
     c, h, w = dataset.train.images.shape[1:]
-    sampler = RealSampler(dataset.train, k, dataset.num_train_groups)
-    idx = sampler.class_batch(need, rng.generator(config.seed, "idc-init"))
+    if config.init == "balanced":  # ipc * factor**2 real images per class, spread evenly over its groups
+        idx = balanced_subset(dataset.train, k, dataset.num_train_groups, need, balanced_generator(config.seed))
+    else:
+        sampler = RealSampler(dataset.train, k, dataset.num_train_groups)
+        idx = sampler.class_batch(need, rng.generator(config.seed, "idc-init"))
     idx = idx[torch.argsort(dataset.train.labels[idx], stable=True)]
     real = dataset.train.take(idx).view(k, f * f, ipc, c, h, w)
     out = torch.empty(k, ipc, c, h, w, dtype=real.dtype)

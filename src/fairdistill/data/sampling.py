@@ -81,3 +81,37 @@ class RealSampler:
     def _check(per_class: int) -> None:
         if per_class < 1:
             raise FairDistillError(f"real images per class must be >= 1, got {per_class}")
+
+
+def balanced_subset(
+    split: FairSplit, num_classes: int, num_groups: int, ipc: int, generator: torch.Generator
+) -> Tensor:
+    """``ipc`` indices per class, spread over the class's groups as evenly as possible, ordered by class.
+
+    Water-filling: every group gives the same number of images, a group with too few gives all it
+    has, and what is left of ``ipc`` goes one image each to randomly chosen groups with images to
+    spare. Within a class the indices come group by group. Only group-labelled images are balanced;
+    a class with fewer of them than ``ipc`` is topped up with random unlabelled images of the class.
+    This is the ``random-balanced`` baseline's selection and the ``balanced`` initialisation.
+    """
+    counts = split.counts(num_classes, num_groups)
+    chosen = []
+    for c in range(num_classes):  # quotas are per class
+        avail = counts[c]
+        # water level L: every group gives min(avail, L), the largest L that fits in ipc ...
+        levels = torch.arange(int(avail.max()) + 1)
+        filled = torch.minimum(avail.unsqueeze(0), levels.unsqueeze(1)).sum(1)
+        level = int(levels[filled <= ipc].max())
+        quota = torch.minimum(avail, torch.tensor(level))
+        # ... and the remainder goes one each to random groups that still have images
+        spare = (avail > level).nonzero().flatten()
+        extra = spare[torch.randperm(len(spare), generator=generator)[: ipc - int(quota.sum())]]
+        quota[extra] += 1
+        for a in quota.nonzero().flatten().tolist():
+            idx = ((split.labels == c) & (split.groups == a)).nonzero().flatten()
+            chosen.append(idx[torch.randperm(len(idx), generator=generator)[: int(quota[a])]])
+        short = ipc - int(quota.sum())
+        if short > 0:  # too few group-labelled images: the rest from the class's unlabelled ones
+            idx = ((split.labels == c) & (split.groups < 0)).nonzero().flatten()
+            chosen.append(idx[torch.randperm(len(idx), generator=generator)[:short]])
+    return torch.cat(chosen)
