@@ -3,8 +3,9 @@
 For every dataset and backbone (cpu profile, IPC 10), ``fairdistill.api.compare`` runs the methods
 in lockstep beside the ``random-balanced`` baseline (the same number of real images from every
 group of a class), once per distillation seed. The rows that decide the criterion (``fair`` and
-``random-balanced``) run at every seed; FairDD and COBRA, for reference, at the first seed only
-(``--all-seeds`` runs them at every seed). The evaluation seed follows the run's seed.
+``random-balanced``) run at every seed; FairDD and COBRA, for reference (``--reference``), at the
+first seed only (``--all-seeds``: at every seed) and on the datasets of ``--reference-on`` (default:
+all). The evaluation seed follows the run's seed.
 
     python benchmarks/earn_its_keep.py                      # the four colour benchmarks, DM and DC, seeds 0-2
     python benchmarks/earn_its_keep.py --datasets cmnist-fg-mini --backbones dm --seeds 0
@@ -115,11 +116,15 @@ def main() -> None:
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--backbones", default="dm,dc")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--all-seeds", action="store_true", help="FairDD and COBRA at every seed too")
+    ap.add_argument("--all-seeds", action="store_true", help="the reference methods at every seed too")
+    ap.add_argument("--reference", default="fairdd,cobra", help="methods run beside fair at the first seed")
+    ap.add_argument("--reference-on", default=None, help="datasets that get the reference methods (default: all)")
     ap.add_argument("--name", default="earn_its_keep")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     seeds = [int(s) for s in args.seeds.split(",")]
+    references = [m for m in args.reference.split(",") if m]
+    reference_on = set((args.reference_on or args.datasets).split(","))
     path = RESULTS_DIR / f"{args.name}.json"
     record = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     runs = record["runs"]
@@ -129,7 +134,8 @@ def main() -> None:
             for seed in seeds:
                 if str(seed) in runs.get(key, {}):
                     continue
-                methods = [OURS] + (["fairdd", "cobra"] if args.all_seeds or seed == seeds[0] else [])
+                with_refs = (args.all_seeds or seed == seeds[0]) and dataset in reference_on
+                methods = [OURS] + (references if with_refs else [])
                 got = run_one(dataset, backbone, seed, methods)
                 if path.exists():  # another invocation (other backbones) may have written meanwhile
                     for k, by_seed in json.loads(path.read_text())["runs"].items():

@@ -282,6 +282,7 @@ def _loop_settings(rule: Callable[[Context], tuple[int, int]], where: str) -> di
 def _paper_common(script: str) -> dict[str, Setting]:
     return {
         "img_momentum": Setting(0.5, f"{script}: SGD([image_syn], momentum=0.5)"),
+        "img_optimizer": Setting("sgd", f"{script}: torch.optim.SGD on the synthetic images"),
         "init": Setting("real", f"{script} --init real"),
         "model": Setting("convnet", f"{script} --model ConvNet"),
         "model_kwargs": Setting(dict(NET128), _CONVNET),
