@@ -315,7 +315,7 @@ def test_api_compare_runs_cafe_end_to_end(digits):
     res = api.compare(digits, backbone="cafe", iterations=2, num_models=1, epochs=2, device="cpu", preset="cpu")
     assert set(res.results) == {"vanilla", "fairdd", "cobra", "fair", "random", "random-balanced", "full"}
     specs = res.summary["method_specs"]
-    assert specs["cobra"] == {**get_method("cobra", "cafe").to_dict(), "name": "cobra"}
+    assert specs["cobra"] == {**get_method("cobra", "cafe", "cpu").to_dict(), "name": "cobra"}
     assert res.summary["backbone"] == "cafe"
     for name in ("vanilla", "fairdd", "cobra"):
         s = res.synthetic[name]

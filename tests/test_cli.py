@@ -84,7 +84,7 @@ def test_distill_then_evaluate(tmp_path):
         "distance": "l1",
         "embedder": "warm",
         "sampling": None,
-        "settings": {},
+        "settings": {"init": "balanced"},  # our profiles start group targets from the balanced subset
     }
     assert record["preset"] == "cobra-cpu"
     res = invoke(
@@ -112,7 +112,7 @@ def test_compare_writes_summary(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset"] == "digits-fg" and summary["preset"] == "cpu"
-    assert set(summary["methods"]) == {"vanilla", "fairdd", "cobra", "random", "random-balanced", "full"}
+    assert set(summary["methods"]) == {"vanilla", "fairdd", "cobra", "fair", "random", "random-balanced", "full"}
     for m in summary["methods"].values():
         for key in ("acc", "deo_m", "deo_a"):
             assert set(m[key]) >= {"mean", "std"} and 0 <= m[key]["mean"] <= 100

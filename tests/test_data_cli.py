@@ -52,7 +52,7 @@ def test_compare_runs_end_to_end_on_cmnist_bg_fixture_files(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset"] == "cmnist-bg"
-    assert set(summary["methods"]) == {"vanilla", "fairdd", "cobra", "random", "random-balanced", "full"}
+    assert set(summary["methods"]) == {"vanilla", "fairdd", "cobra", "fair", "random", "random-balanced", "full"}
     for m in summary["methods"].values():
         assert 0 <= m["acc"]["mean"] <= 100 and 0 <= m["deo_a"]["mean"] <= 100
     assert (out / "cobra" / "synthetic.safetensors").is_file()

@@ -20,7 +20,7 @@ from fairdistill.report import MissingDependencyError, report
 runner = CliRunner()
 
 TINY = "--dataset digits-fg --ipc 2 --iterations 2 --models 1 --epochs 2 --device cpu".split()
-METHODS = ("vanilla", "fairdd", "cobra")
+METHODS = ("vanilla", "fairdd", "cobra", "fair")  # compare's default methods
 BASELINES = ("random", "random-balanced", "full")
 SECTIONS = ("methods", "grids", "tpr", "scatter", "composition")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
