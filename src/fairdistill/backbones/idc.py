@@ -119,7 +119,8 @@ def mixed_initial_images(dataset: FairDataset, config: DistillConfig) -> tuple[T
     """The published ``mix`` initialisation: each stored image holds ``factor**2`` real images of its class.
 
     Per class, ``ipc * factor**2`` real images are drawn (uniformly over the class, as DC's real
-    initialisation); block t of ``ipc`` of them is downsampled (nearest) into tile t of the class's
+    initialisation; with ``init="balanced"`` spread evenly over the class's groups instead);
+    block t of ``ipc`` of them is downsampled (nearest) into tile t of the class's
     ``ipc`` stored images. Returns (images, labels) ordered by class.
     """
     check_ipc(dataset, config.ipc)
