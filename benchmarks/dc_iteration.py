@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import finish  # noqa: E402
 
 from fairdistill.backbones import get_backbone  # noqa: E402
-from fairdistill.backbones.base import IterationState  # noqa: E402
+from fairdistill.backbones.engine import IterationState  # noqa: E402
 from fairdistill.config import DistillConfig, MethodSpec  # noqa: E402
 from fairdistill.data import load_dataset  # noqa: E402
 from fairdistill.runtime import resolve_device  # noqa: E402

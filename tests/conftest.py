@@ -13,6 +13,14 @@ def digits():
 
 
 @pytest.fixture(scope="session")
+def digits16():
+    """digits-fg upsampled to 16 px: IDC's factor-2 tiles of 8 px (tiles of the 8-px original would be 4 px)."""
+    from fairdistill.data import load_dataset
+
+    return load_dataset("digits-fg", image_size=16)
+
+
+@pytest.fixture(scope="session")
 def cpu():
     return torch.device("cpu")
 

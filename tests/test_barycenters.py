@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from fairdistill.backbones import BACKBONES, get_backbone
-from fairdistill.barycenters import (
+from fairdistill.backbones import BACKBONES, check_method, get_backbone
+from fairdistill.config import DistillConfig, MethodSpec
+from fairdistill.distances import get_distance
+from fairdistill.errors import FairDistillError
+from fairdistill.presets import get_method
+from fairdistill.targets import GroupStats, get_target, list_targets
+from fairdistill.targets.barycenters import (
     barycenter_objective,
     list_discrepancies,
     sinkhorn_cost,
     solve_barycenter,
     w2_barycenter,
 )
-from fairdistill.config import DistillConfig, MethodSpec
-from fairdistill.distances import get_distance
-from fairdistill.errors import FairDistillError
-from fairdistill.presets import get_method
-from fairdistill.targets import GroupStats, get_target, list_targets
 
 BARY_TARGETS = list_targets("bary-*")
 SOLVED = [t for t in BARY_TARGETS if not get_target(t).uses_samples]
@@ -263,7 +263,7 @@ def test_dm_recipe_runs_two_iterations(digits, cpu, target):
 def test_gradient_matching_refuses_bary_targets_at_the_start(digits, cpu, backbone, target):
     assert not BACKBONES.get(backbone).supports(get_target(target))
     with pytest.raises(FairDistillError, match=f"backbone '{backbone}' cannot use target '{target}'.*dm"):
-        MethodSpec("m", backbone=backbone, target=target).validate()
+        check_method(MethodSpec("m", backbone=backbone, target=target))
     with pytest.raises(FairDistillError, match="cannot use target"):
         get_backbone(backbone).distill(
             digits, [MethodSpec("m", backbone=backbone, target=target)], DistillConfig(**SMALL), device=cpu
@@ -275,4 +275,4 @@ def test_cafe_takes_the_solved_barycenters_but_refuses_w2():
     assert all(cafe.supports(get_target(t)) for t in SOLVED)
     refusal = "per-sample feature distributions, not class statistics; backbones that can: dm$"
     with pytest.raises(FairDistillError, match=refusal):
-        MethodSpec("m", backbone="cafe", target="bary-w2").validate()
+        check_method(MethodSpec("m", backbone="cafe", target="bary-w2"))

@@ -1,33 +1,30 @@
 """The CAFE backbone: per-layer group statistics, targets per layer, the discrimination term, the early stop."""
 
-import itertools
 import math
 from dataclasses import replace
 
 import pytest
 import torch
 
-from fairdistill.backbones import BACKBONES, get_backbone
+from fairdistill.backbones import check_method, get_backbone, resolve_method
 from fairdistill.backbones.base import initial_images
-from fairdistill.backbones.cafe import (
-    InnerStop,
+from fairdistill.backbones.bilevel import InnerStop, synthetic_accuracy, train_inner
+from fairdistill.backbones.cafe import image_lr
+from fairdistill.backbones.layers import (
     discrimination_loss,
     feature_loss,
-    image_lr,
     layer_features,
     layer_group_stats,
     num_layers,
     published_layer_weights,
-    synthetic_accuracy,
-    train_inner,
 )
 from fairdistill.config import DistillConfig, MethodSpec
 from fairdistill.data.sampling import RealSampler
-from fairdistill.distances import get_distance, list_distances
+from fairdistill.distances import get_distance
 from fairdistill.errors import FairDistillError
 from fairdistill.models import create_model
 from fairdistill.presets import get_method, list_presets, profile_configs, resolve_preset
-from fairdistill.targets import get_target, list_targets
+from fairdistill.targets import get_target
 from fairdistill.training import SGDConfig, init_weights, train
 
 SMALL = dict(
@@ -217,26 +214,6 @@ def test_early_stops_are_counted_in_the_metadata(digits, cpu):
 
 
 # ---- the backbone ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("target,distance", list(itertools.product(list_targets(), list_distances())))
-def test_every_target_and_distance_runs_two_iterations(digits, cpu, target, distance):
-    spec = MethodSpec("m", backbone="cafe", target=target, distance=distance)
-    if not BACKBONES.get("cafe").supports(get_target(target)):  # bary-w2 (per-sample features): refused
-        with pytest.raises(FairDistillError, match="cannot use target"):
-            run(digits, [spec], cpu)
-        return
-    out = run(digits, [spec], cpu)["m"]
-    init, labels = initial_images(digits, DistillConfig(**SMALL))
-    assert out.images.shape == (20, 3, 8, 8)
-    assert torch.isfinite(out.images).all()
-    assert not torch.equal(out.images, init)
-    assert torch.equal(out.labels, labels)
-    meta = out.meta
-    assert meta["method"]["distance"] == distance and meta["method"]["target"] == target
-    assert (meta["outer_loop"], meta["inner_loop"], meta["layer_weights"]) == (2, 2, [0.1, 0.1, 1.0, 2.0])
-    assert meta["final_feature_loss"] > 0 and meta["final_discrimination_loss"] > 0
-    assert meta["inner_loops"] == 2 and 2 <= meta["inner_epochs"] <= 4
-
-
 def test_batchnorm_net_without_dsa_runs(digits, cpu):
     spec = MethodSpec("m", backbone="cafe", target="group-sync")
     out = run(digits, [spec], cpu, model="convnet-bn", dsa=False)["m"]
@@ -267,7 +244,7 @@ def test_lockstep_equals_distilling_alone(digits, cpu):
 
 def test_layer_weights_setting_and_bad_knobs(digits, cpu):
     spec = MethodSpec("m", backbone="cafe")
-    assert spec.resolved().distance == "l2sq"
+    assert resolve_method(spec).distance == "l2sq"
     only_embedding = run(digits, [spec], cpu, iterations=1, layer_weights=(0.0, 0.0, 0.0, 1.0))["m"]
     assert only_embedding.meta["layer_weights"] == [0.0, 0.0, 0.0, 1.0]
     default = run(digits, [spec], cpu, iterations=1)["m"]
@@ -279,9 +256,9 @@ def test_layer_weights_setting_and_bad_knobs(digits, cpu):
     with pytest.raises(FairDistillError, match="inner_stop_acc must lie in"):
         run(digits, [spec], cpu, inner_stop_acc=1.5)
     with pytest.raises(FairDistillError, match="cannot use embedder 'warm'"):
-        MethodSpec("m", backbone="cafe", embedder="warm").validate()
+        check_method(MethodSpec("m", backbone="cafe", embedder="warm"))
     with pytest.raises(FairDistillError, match="unknown distance 'layer-cosine'"):
-        MethodSpec("m", backbone="cafe", distance="layer-cosine").validate()
+        check_method(MethodSpec("m", backbone="cafe", distance="layer-cosine"))
 
 
 def test_image_learning_rate_halves_as_published():

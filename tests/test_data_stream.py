@@ -18,9 +18,9 @@ from fairdistill.backbones import get_backbone
 from fairdistill.config import DistillConfig, MethodSpec
 from fairdistill.data import Uint8Images, load_dataset
 from fairdistill.data.cifar import cifar10_s
-from fairdistill.data.dataset import normalise_uint8
 from fairdistill.data.faces import utkface
 from fairdistill.data.mnist import coloured_idx
+from fairdistill.data.pixels import normalise_uint8
 from fairdistill.data.store import npy_header
 from fairdistill.errors import FairDistillError
 

@@ -26,7 +26,7 @@ import fairdistill.api as fd
 from fairdistill import runtime
 from fairdistill.artifacts import load_synthetic
 from fairdistill.backbones import get_backbone
-from fairdistill.backbones.base import class_shard
+from fairdistill.backbones.engine import class_shard
 from fairdistill.cli import app
 from fairdistill.errors import FairDistillError
 from fairdistill.targets import GroupStats

@@ -5,8 +5,8 @@ import torch
 from typer.testing import CliRunner
 
 import fairdistill.api as fd
-from fairdistill.backbones import get_backbone
-from fairdistill.backbones.idc import mixed_initial_images
+from fairdistill.backbones import check_method, get_backbone
+from fairdistill.backbones.formation import mixed_initial_images
 from fairdistill.cli import app
 from fairdistill.config import DistillConfig, MethodSpec
 from fairdistill.errors import FairDistillError
@@ -143,7 +143,7 @@ def test_fair_recipe_on_every_backbone_is_ours_and_not_a_paper_recipe():
         spec = registry.get("fair")
         assert spec.settings["init"] == "balanced" and spec.target != "population"
         assert registry.describe("fair").startswith("fairdistill's fair recipe")
-        get_method("fair", backbone, "cpu").validate()
+        check_method(get_method("fair", backbone, "cpu"))
         for profile in ("cobra-paper", "fairdd-paper"):
             if backbone in PROFILES.get(profile).backbones:
                 with pytest.raises(FairDistillError, match="has no recipe 'fair'"):

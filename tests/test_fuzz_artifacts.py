@@ -619,9 +619,9 @@ def _poison(monkeypatch, *, check: bool) -> None:
 
     ``check=False`` also skips the backbone's own NaN check, as a backbone without one would.
     """
-    import fairdistill.backbones.dm as dm
+    import fairdistill.backbones.engine as engine
 
-    real = dm.total_and_check
+    real = engine.total_and_check
 
     def poisoned(rt, name, loss, images, where):
         if where == "iteration 1":
@@ -630,7 +630,7 @@ def _poison(monkeypatch, *, check: bool) -> None:
             return real(rt, name, loss, images, where)
         return float(loss)
 
-    monkeypatch.setattr(dm, "total_and_check", poisoned)
+    monkeypatch.setattr(engine, "total_and_check", poisoned)
 
 
 def _checkpoint_done(run: Path) -> int:

@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from fairdistill.augment import DSA
-from fairdistill.backbones.cafe import CAFE, _RealBatch, image_lr, layer_features, resolve_layer_weights
+from fairdistill.backbones import check_method
+from fairdistill.backbones.cafe import CAFERun, cafe_loss, image_lr
+from fairdistill.backbones.engine import RealBatch
+from fairdistill.backbones.layers import layer_features, resolve_layer_weights
 from fairdistill.distances import get_distance
 from fairdistill.embedders import warm_epochs_for
 from fairdistill.models import create_model
@@ -26,6 +29,7 @@ from fairdistill.presets import (
     resolve_preset,
 )
 from fairdistill.profiles import BACKBONE_FIELDS, EVAL_FIELDS, FIELD_SOURCES, is_ours
+from fairdistill.targets import GroupStats, get_target
 from fairdistill.training import SGDConfig, init_weights, train
 
 FLIP = "color_crop_cutout_flip_scale_rotate"
@@ -262,16 +266,19 @@ def test_cobra_cafe_loss_equals_a_direct_computation():
     d = dataclasses.replace(d, model_kwargs={"width": 8, "depth": 3, "norm": "instance"})
     net = init_weights(create_model("convnet", channels=3, num_classes=k, image_size=(16, 16), width=8),
                        torch.Generator().manual_seed(1))  # fmt: skip
-    spec = get_method("cobra", "cafe", "cobra-paper").validate()
+    spec = check_method(get_method("cobra", "cafe", "cobra-paper"))
     init = torch.randn(k * ipc, 3, 16, 16)
-    run = CAFE._start(spec, d, init)
+    own = spec.config_for(d)
+    target = get_target(spec.target)
+    images = init.clone().requires_grad_(True)
+    run = CAFERun(spec, target, get_distance(spec.distance), "stratified", own, images, torch.optim.SGD([images], lr=1))
     run.weights = resolve_layer_weights(run.config, 4)
-    run.net = net
     x = torch.randn(n * k, 3, 16, 16)
     y = torch.arange(k).repeat_interleave(n)
     a = torch.tensor(([0] * 9 + [1] * 3) * k)  # groups 9 : 3 in every class
     syn_labels = torch.arange(k).repeat_interleave(ipc)
-    feat, disc = CAFE._outer_step(run, _RealBatch(x, y, a), syn_labels, k, g, None, None, None)
+    batch = RealBatch(x, y, a, GroupStats.from_counts(y, a, k, g))
+    feat, disc = (float(t.detach()) for t in cafe_loss(net, run, batch, images, syn_labels, g, None))
     # the reference: per class, layers (embedding, f1, f2) weight 1 and (f3, f4 = pooled f3) weight 0.1, each a
     # sum-reduced MSE between the mean of the group means and the synthetic mean, divided by the classes
     with torch.no_grad():

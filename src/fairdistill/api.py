@@ -2,6 +2,10 @@
 
 ``distill`` makes one synthetic set, ``evaluate`` judges a saved one, ``compare`` distils several
 methods in lockstep and puts them beside the random-subset and full-data baselines.
+
+Each command runs a few steps, every one a function of its own that can be called alone: the plan
+(:mod:`fairdistill.plan`: the arguments checked and resolved, nothing loaded yet), the data with its
+training groups transformed, the distillation, the evaluation, and writing the results.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +32,7 @@ from .artifacts import (
     save_synthetic,
     write_json,
 )
-from .backbones import IterationCallback, IterationState, get_backbone
+from .backbones import Backbone, IterationCallback, IterationState, get_backbone, resolve_method
 from .checkpoint import (
     DISTILL_FILE,
     CheckpointError,
@@ -41,12 +45,11 @@ from .checkpoint import (
     save_checkpoint,
     tensor_hash,
 )
-from .config import DistillConfig, EvalConfig, MethodSpec, check_run_values
+from .config import DistillConfig, EvalConfig, MethodSpec
 from .data import FairDataset, load_dataset
-from .data.groups import apply_group_options, parse_groups
-from .errors import FairDistillError, unknown_name
+from .data.groups import apply_group_options
+from .errors import FairDistillError
 from .evaluate import (
-    BASELINES,
     EvalJob,
     EvalResult,
     baseline_indices,
@@ -55,32 +58,25 @@ from .evaluate import (
     evaluate_sets,
     evaluation_executor,
 )
-from .executor import EXECUTORS, Executor, check_workers
-from .outputs import check_out_dir, check_out_file
-from .presets import (
-    DEFAULT_BACKBONE,
-    PROFILES,
-    default_profile,
-    get_method,
-    preset_name,
-    profile_configs,
-    resolve_preset,
+from .executor import Executor
+from .plan import (
+    ComparePlan,
+    DataPlan,
+    DistillPlan,
+    EvaluatePlan,
+    compare_plan,
+    distill_plan,
+    eval_settings,
+    evaluate_plan,
+    partial_path,
 )
-from .profiles import cpu_scale
+from .presets import preset_name
 from .record import PhaseTimer, model_rows, run_record
-from .runtime import resolve_device
 
 if TYPE_CHECKING:
     from .report import Report
 
 log = logging.getLogger("fairdistill")
-
-#: the scales of ``compare``: None or "paper", the profile as it is; "cpu", cut to two CPU cores
-SCALES: tuple[str | None, ...] = (None, "paper", "cpu")
-
-#: what an output folder of distill / compare receives (said when a name like run.safetensors is refused)
-DISTILL_WRITES = "synthetic.safetensors, record.json, grid.png"
-COMPARE_WRITES = "summary.json, a folder per method, report.html"
 
 #: progress hook: (phase, done, total); phase is e.g. "distill" or "evaluate cobra"
 Progress = Callable[[str, int, int], None]
@@ -91,6 +87,26 @@ def _dataset(dataset: str | FairDataset, data_root: str | Path | None, stream: b
     if isinstance(dataset, FairDataset):
         return dataset
     return load_dataset(dataset, data_root=data_root, stream=stream)
+
+
+def load_data(plan: DataPlan) -> FairDataset:
+    """The dataset of ``plan``, its groups as they are."""
+    return _dataset(plan.dataset, plan.data_root, plan.stream)
+
+
+def transform_groups(
+    plan: DataPlan, data: FairDataset, seed: int, device: torch.device
+) -> tuple[FairDataset, dict[str, Any] | None]:
+    """``data`` with the training groups transformed as ``plan`` says, and the record of what was done
+    (None: nothing was, the true groups stay)."""
+    return apply_group_options(
+        data,
+        groups=plan.groups,
+        noise=plan.group_label_noise,
+        fraction=plan.group_label_fraction,
+        seed=seed,
+        device=device,
+    )
 
 
 # ---- distill -----------------------------------------------------------------------------------
@@ -140,66 +156,87 @@ def distill(
     continues from that checkpoint (refused if it was written with other settings) and gives the
     same synthetic set, bit for bit on the same device, as a run that was never interrupted.
     """
-    # the arguments first, before any loading or training: a path that cannot be written, a bad number
-    check_run_values(
-        seed=seed,
-        ipc=ipc,
-        counts={"iterations": iterations, "checkpoint_every": checkpoint_every},
-        shares={"group_label_fraction": group_label_fraction, "group_label_noise": group_label_noise},
-    )
-    out = None if out is None else check_out_dir(out, writes=DISTILL_WRITES)
+    plan = distill_plan(locals())  # the arguments (all that locals() holds here), checked before any work
     timer = PhaseTimer()
-    rt = runtime.current()  # several processes under torchrun (cli: runtime.session), else one
-    dev = rt.device(device)
-    parse_groups(groups)  # a bad spelling fails before any work
-    _check_resume_options(out, checkpoint_every, resume)
-    key = dataset if isinstance(dataset, str) else dataset.name
-    p = resolve_preset(preset, ipc=ipc, seed=seed, device=dev, backbone=backbone, dataset=key)
-    knobs = {"target": target, "distance": distance, "embedder": embedder, "sampling": sampling}
-    method = replace(p.method, **{k: v for k, v in knobs.items() if v is not None}).resolved().validate()
-    method = _run_settings_win(method, overrides)
-    config = _override(p.distill, iterations=iterations, **overrides)
     with timer.phase("load data"):
-        data = _dataset(dataset, data_root, stream)
-        data, group_record = apply_group_options(
-            data, groups=groups, noise=group_label_noise, fraction=group_label_fraction, seed=seed, device=dev
-        )
-    identity = distill_identity(method.backbone, data, config, [method])
-    backbone_impl = get_backbone(method.backbone)
-    if rt.world_size > 1 and not backbone_impl.shards_classes:
+        data, group_record = transform_groups(plan.data, load_data(plan.data), plan.seed, plan.device)
+    done = distill_set(plan, data, group_record, progress, timer)
+    if plan.out is not None and runtime.current().is_main:  # every process holds the whole set; one writes it
+        write_distilled(plan, done, data, timer)
+    return done.synthetic[plan.method.name]
+
+
+@dataclass
+class Distilled:
+    """What a distillation step made: the sets by method name, and what the records say about it."""
+
+    synthetic: dict[str, SyntheticSet]
+    #: what determined the result (:func:`distill_identity`)
+    identity: dict[str, Any]
+    checkpoints: _Checkpoints
+    #: wall time of the distillation (None: nothing was distilled)
+    seconds: float | None = None
+
+
+def distill_set(
+    plan: DistillPlan,
+    data: FairDataset,
+    group_record: dict[str, Any] | None,
+    progress: Progress | None,
+    timer: PhaseTimer,
+) -> Distilled:
+    """Distil ``plan``'s method on ``data`` (its groups already transformed, as ``group_record`` says)."""
+    method = plan.method
+    identity = distill_identity(method.backbone, data, plan.config, [method])
+    backbone = get_backbone(method.backbone)
+    if runtime.current().world_size > 1 and not backbone.shards_classes:
         raise FairDistillError(
             f"backbone {method.backbone!r} cannot yet be sharded across processes; run it in one process "
             "(without torchrun) or use --backbone dm"
         )
-    ckpt = _Checkpoints(out, identity, checkpoint_every, resume, dev)
+    ckpt = _Checkpoints(plan.out, identity, plan.checkpoint_every, plan.resume, plan.device)
+    sets, seconds = _distill_sets(backbone, data, [method], plan.config, ckpt, plan.device, progress)
+    synset = sets[method.name]
+    synset.meta["preset"] = plan.preset
+    if group_record is not None:
+        synset.meta["group_labels"] = group_record
+    timer.add("distill", seconds)
+    synset.meta["seconds"] = seconds
+    return Distilled(sets, identity, ckpt, seconds)
+
+
+def write_distilled(plan: DistillPlan, done: Distilled, data: FairDataset, timer: PhaseTimer) -> None:
+    """The set, its image grid and its record into ``plan.out``, moved into place as one unit."""
+    resolved = {
+        "command": "distill",
+        "preset": plan.preset,
+        **done.identity,
+        "seed": plan.seed,
+        "group_options": plan.data.group_options(),
+    }
+    record = {"command": "distill", "preset": plan.preset, "seconds": done.seconds, **done.checkpoints.record()}
+    with final_files(plan.out) as stage:
+        synset = done.synthetic[plan.method.name]
+        _write_method(stage, synset, data, record, timer=timer, resolved=resolved, device=plan.device)
+
+
+def _distill_sets(
+    backbone: Backbone,
+    data: FairDataset,
+    specs: Sequence[MethodSpec],
+    config: DistillConfig,
+    ckpt: _Checkpoints,
+    device: torch.device,
+    progress: Progress | None,
+) -> tuple[dict[str, SyntheticSet], float]:
+    """``specs`` distilled in lockstep, saved to and resumed from ``ckpt``; the sets and the wall time."""
     start = time.perf_counter()
     cb = ckpt.callback(progress)
     with ckpt.guard():  # an error (NaN images...) says where the last good checkpoint is
-        sets = backbone_impl.distill(data, [method], config, device=dev, callback=cb, resume=ckpt.state)
-    synset = sets[method.name]
-    ckpt.check_final(synset, method.name)
-    synset.meta["preset"] = p.name
-    if group_record is not None:
-        synset.meta["group_labels"] = group_record
-    seconds = time.perf_counter() - start
-    timer.add("distill", seconds)
-    synset.meta["seconds"] = seconds
-    if out is not None and rt.is_main:  # every process holds the whole set; one writes it
-        resolved = {
-            "command": "distill",
-            "preset": p.name,
-            **identity,
-            "seed": seed,
-            "group_options": _group_options(groups, group_label_noise, group_label_fraction),
-        }
-        record = {"command": "distill", "preset": p.name, "seconds": seconds, **ckpt.record()}
-        with final_files(out) as stage:  # the set, grid and record move into place as one unit
-            _write_method(stage, synset, data, record, timer=timer, resolved=resolved, device=dev)
-    return synset
-
-
-def _names(names: Sequence[str] | None) -> tuple[str, ...] | None:
-    return None if names is None else tuple(names)
+        sets = backbone.distill(data, specs, config, device=device, callback=cb, resume=ckpt.state)
+    for name, s in sets.items():
+        ckpt.check_final(s, name)
+    return sets, time.perf_counter() - start
 
 
 def distill_identity(
@@ -210,20 +247,9 @@ def distill_identity(
         "backbone": backbone,
         "dataset": data.name,
         "dataset_fingerprint": data.fingerprint(),
-        "methods": [m.resolved().to_dict() for m in methods],
+        "methods": [resolve_method(m).to_dict() for m in methods],
         "distill_config": config.to_dict(),
     }
-
-
-def _group_options(groups: str | None, noise: float | None, fraction: float | None) -> dict[str, Any]:
-    return {"groups": groups, "group_label_noise": noise, "group_label_fraction": fraction}
-
-
-def _check_resume_options(out: str | Path | None, checkpoint_every: int, resume: bool) -> None:
-    if checkpoint_every < 0:
-        raise FairDistillError(f"checkpoint_every must be >= 0 (0: no checkpoints), got {checkpoint_every}")
-    if out is None and (checkpoint_every or resume):
-        raise FairDistillError("checkpoints and --resume need an output folder (--out)")
 
 
 class _Checkpoints:
@@ -308,23 +334,6 @@ class _Checkpoints:
         }
 
 
-def _run_settings_win(spec: MethodSpec, given: dict[str, Any]) -> MethodSpec:
-    """``spec`` without its own value of the settings the caller set for the whole run (those win)."""
-    given = {k for k, v in given.items() if v is not None}
-    if not given & set(spec.settings):
-        return spec
-    return replace(spec, settings={k: v for k, v in spec.settings.items() if k not in given})
-
-
-def _override(config: Any, **values: Any) -> Any:
-    values = {k: v for k, v in values.items() if v is not None}
-    known = set(config.__dataclass_fields__)
-    for key in values:
-        if key not in known:
-            raise unknown_name("setting", key, known)
-    return replace(config, **values).validate()
-
-
 def _write_method(
     folder: Path,
     synset: SyntheticSet,
@@ -378,86 +387,112 @@ def evaluate(
     ``local`` or ``ray``), each with its share of the torch threads; see
     :func:`fairdistill.evaluate.evaluation_executor` for what that means for the numbers.
     """
-    # the arguments first, before the set or the dataset is loaded
-    check_run_values(seed=seed, counts={"num_models": num_models, "epochs": epochs}, eval_workers=eval_workers)
-    if out is not None:
-        out = check_out_file(out, siblings=lambda p: [partial_path(p).name], example="eval.json")
+    plan = evaluate_plan(locals())  # the arguments (all that locals() holds here), checked before any work
     timer = PhaseTimer()
-    dev = resolve_device(device)
-    _check_resume_options(out, 0, resume)
-    _check_eval_workers(eval_workers, eval_executor)
+    synset, data = load_evaluated(plan, timer)
+    profile, ecfg = eval_settings(plan, synset)
+    done = evaluate_set(plan, synset, data, ecfg, progress, timer)
+    if plan.out is not None:
+        write_evaluation(plan, done, synset, data, profile, timer)
+    return done.result
+
+
+@dataclass
+class Evaluation:
+    """What an evaluation step found, and what its record says about how."""
+
+    result: EvalResult
+    config: EvalConfig
+    #: what determined the rows (:func:`_eval_identity`)
+    identity: dict[str, Any]
+    #: the indices of the models taken from an earlier, interrupted sweep
+    resumed: list[int]
+    #: the workers the models were trained in (None: here, one after the other)
+    pool: Executor | None
+
+
+def load_evaluated(plan: EvaluatePlan, timer: PhaseTimer) -> tuple[SyntheticSet, FairDataset]:
+    """The set to evaluate and its dataset (by default the one it was distilled from), checked to fit."""
     with timer.phase("load data"):  # a saved set or one made here: checked alike (artifacts.check_synthetic)
+        synthetic = plan.synthetic
         synset = check_synthetic(synthetic) if isinstance(synthetic, SyntheticSet) else load_synthetic(synthetic)
-        name = dataset if dataset is not None else synset.meta.get("dataset")
+        name = plan.dataset if plan.dataset is not None else synset.meta.get("dataset")
         if name is None:
             raise FairDistillError("the synthetic set does not say which dataset it came from; pass --dataset")
-        data = _dataset(name, data_root)
+        data = _dataset(name, plan.data_root)
     if synset.images.shape[1:] != data.train.images.shape[1:]:
         raise FairDistillError(
             f"synthetic images {tuple(synset.images.shape[1:])} do not match {data.name} images "
             f"{tuple(data.train.images.shape[1:])}"
         )
-    profile = resolve_preset(preset, device=dev).profile if preset else default_profile(dev)
-    backbone = synset.meta.get("method", {}).get("backbone", DEFAULT_BACKBONE)
-    _, ecfg = profile_configs(profile, synset.ipc, seed, backbone)
-    ecfg = _override(
-        ecfg, num_models=num_models, epochs=epochs, empty_cells=empty_cells, eval_models=_names(eval_models)
-    )
+    return synset, data
+
+
+def evaluate_set(
+    plan: EvaluatePlan,
+    synset: SyntheticSet,
+    data: FairDataset,
+    ecfg: EvalConfig,
+    progress: Progress | None,
+    timer: PhaseTimer,
+) -> Evaluation:
+    """Train ``ecfg``'s networks on ``synset`` and test them on ``data``; with ``plan.out``, each finished
+    model is kept beside it, and with ``plan.resume`` the models kept there are not trained again."""
     cb = (lambda d, t: progress("evaluate", d, t)) if progress else None
     identity = _eval_identity("synthetic", synset.images, synset.labels, data, ecfg, ecfg.epochs)
     sweep = None
-    if out is not None:
-        sweep = EvalSweep(partial_path(out), identity)
-        remove_stale_temporaries(sweep.path.parent, [sweep.path.name, Path(out).name])
-    done = sweep.load() if sweep is not None and resume else None
+    if plan.out is not None:
+        sweep = EvalSweep(partial_path(plan.out), identity)
+        remove_stale_temporaries(sweep.path.parent, [sweep.path.name, plan.out.name])
+    done = sweep.load() if sweep is not None and plan.resume else None
     start = time.perf_counter()
-    with evaluation_executor(data, eval_workers, eval_executor) or nullcontext() as pool:
+    with evaluation_executor(data, plan.eval_workers, plan.eval_executor) or nullcontext() as pool:
         result = evaluate_images(
             synset.images,
             synset.labels,
             data,
             ecfg,
-            device=dev,
+            device=plan.device,
             callback=cb,
             done=done,
             on_model=sweep.add if sweep is not None else None,
             executor=pool,
         )
     timer.add("evaluate", result.seconds if pool is None else time.perf_counter() - start)
-    if out is not None:
-        resolved = {
+    return Evaluation(result, ecfg, identity, sorted(done) if done else [], pool)
+
+
+def write_evaluation(
+    plan: EvaluatePlan, done: Evaluation, synset: SyntheticSet, data: FairDataset, profile: str, timer: PhaseTimer
+) -> None:
+    """The result, its per-model rows and the run record, as one JSON file at ``plan.out``."""
+    resolved = {
+        "command": "evaluate",
+        "profile": profile,
+        **{k: v for k, v in done.identity.items() if k != "set"},
+        "synthetic": {
+            "method": synset.meta.get("method"),
+            "distill_config": synset.meta.get("config"),
+            "dataset_fingerprint": synset.meta.get("dataset_fingerprint"),
+        },
+    }
+    write_json(
+        plan.out,
+        {
             "command": "evaluate",
+            "dataset": data.name,
             "profile": profile,
-            **{k: v for k, v in identity.items() if k != "set"},
-            "synthetic": {
-                "method": synset.meta.get("method"),
-                "distill_config": synset.meta.get("config"),
-                "dataset_fingerprint": synset.meta.get("dataset_fingerprint"),
-            },
-        }
-        write_json(
-            out,
-            {
-                "command": "evaluate",
-                "dataset": data.name,
-                "profile": profile,
-                "eval_config": ecfg.to_dict(),
-                "synthetic": synset.meta,
-                **result.to_dict(),
-                **run_record(resolved, timer.seconds),
-                "rows": model_rows(result, ecfg),
-                "aggregates": result.aggregate(),
-                "resumed_models": sorted(done) if done else [],
-                **_workers_record(pool),
-                "environment": environment(dev),
-            },
-        )
-    return result
-
-
-def _check_eval_workers(workers: int, kind: str) -> None:
-    check_workers(workers)
-    EXECUTORS.get(kind).check_available()  # e.g. ray missing: say so before any work
+            "eval_config": done.config.to_dict(),
+            "synthetic": synset.meta,
+            **done.result.to_dict(),
+            **run_record(resolved, timer.seconds),
+            "rows": model_rows(done.result, done.config),
+            "aggregates": done.result.aggregate(),
+            "resumed_models": done.resumed,
+            **_workers_record(done.pool),
+            "environment": environment(plan.device),
+        },
+    )
 
 
 def _workers_record(pool: Executor | None) -> dict[str, Any]:
@@ -465,12 +500,6 @@ def _workers_record(pool: Executor | None) -> dict[str, Any]:
     if pool is None:
         return {}
     return {"eval_workers": {"workers": pool.workers, "executor": pool.kind, "threads_per_worker": pool.threads}}
-
-
-def partial_path(out: str | Path) -> Path:
-    """Where ``evaluate --out FILE`` keeps the rows of finished models: ``FILE``'s stem + ``.partial.json``."""
-    out = Path(out)
-    return out.with_name((out.stem if out.suffix == ".json" else out.name) + ".partial.json")
 
 
 def _eval_identity(
@@ -568,155 +597,199 @@ def compare(
     that paper's scripts ran it. ``scale="cpu"`` cuts the profile's sizes to two CPU cores
     (:func:`fairdistill.profiles.cpu_scale`); the cuts are listed in ``summary["scale"]``.
     """
-    # the arguments first, before any loading or training
-    methods, baselines = list(methods), list(baselines)
-    if not methods and not baselines:
-        raise FairDistillError("nothing to run: no method and no baseline given (--methods, --baselines)")
-    check_run_values(
-        seed=seed,
-        ipc=ipc,
-        counts={"iterations": iterations, "num_models": num_models, "epochs": epochs},
-        shares={"group_label_fraction": group_label_fraction, "group_label_noise": group_label_noise},
-        eval_workers=eval_workers,
-    )
-    out = None if out is None else check_out_dir(out, writes=COMPARE_WRITES)
+    plan = compare_plan(locals())  # the arguments (all that locals() holds here), checked before any work
     timer = PhaseTimer()
-    if runtime.current().world_size > 1:
-        raise FairDistillError("compare runs in one process; under torchrun only distill is sharded across processes")
-    dev = resolve_device(device)
-    parse_groups(groups)  # a bad spelling fails before any work
-    _check_resume_options(out, checkpoint_every, resume)
-    _check_eval_workers(eval_workers, eval_executor)
-    profile = preset or default_profile(dev)
-    PROFILES.get(profile)
-    if scale not in SCALES:
-        raise unknown_name("scale", str(scale), [s for s in SCALES if s])
-    # the backbone's form of each recipe, with the profile's knobs (a paper profile: as its scripts ran it)
-    specs = [get_method(m, backbone, profile, ipc).validate() for m in methods]
-    for b in baselines:
-        BASELINES.get(b)
-    if len(set(methods) | set(baselines)) != len(methods) + len(baselines):
-        raise FairDistillError("method and baseline names must be unique")
-    key = dataset if isinstance(dataset, str) else dataset.name
-    dcfg, ecfg = profile_configs(profile, ipc, seed, backbone, key)
-    cuts: list[str] = []
-    if scale == "cpu":
-        dcfg, ecfg, cuts = cpu_scale(dcfg, ecfg, backbone)
-    dcfg = _override(dcfg, iterations=iterations, **overrides)
-    specs = [_run_settings_win(s, overrides) for s in specs]
-    ecfg = _override(ecfg, num_models=num_models, epochs=epochs, eval_models=_names(eval_models))
+    loaded = load_compare_data(plan, timer)
+    distilled = distill_methods(plan, loaded, progress)
+    evaluated = evaluate_compared(plan, loaded.data, distilled.synthetic, progress)
+    result = compare_result(plan, loaded, distilled, evaluated, timer)
+    if plan.out is not None:
+        write_compared(plan, result, loaded.data)
+    return result
+
+
+@dataclass
+class LoadedData:
+    """The data of a comparison: its training groups transformed as the plan says, and the records."""
+
+    data: FairDataset
+    #: the class and group names and count tables of the true groups (:func:`_data_record`)
+    record: dict[str, Any]
+    #: what the group options did (None: nothing, the true groups)
+    group_record: dict[str, Any] | None
+    #: wall time of the group transform (None: there was none)
+    seconds: float | None = None
+
+
+@dataclass
+class Evaluations:
+    """The evaluation of every set of a comparison, by set name, and what the summary says about it."""
+
+    results: dict[str, EvalResult] = field(default_factory=dict)
+    #: one row per evaluation model (:func:`~fairdistill.record.model_rows`)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    #: per set, the indices of the models taken from an earlier, interrupted sweep (only with an output folder)
+    resumed: dict[str, list[int]] = field(default_factory=dict)
+    #: "evaluate NAME" per set and, with workers, "evaluate (wall)"
+    seconds: dict[str, float] = field(default_factory=dict)
+    #: the workers the models were trained in (None: here, one after the other)
+    pool: Executor | None = None
+
+
+def load_compare_data(plan: ComparePlan, timer: PhaseTimer) -> LoadedData:
+    """Load ``plan``'s dataset, record its true groups, then transform the training groups."""
     with timer.phase("load data"):
-        data = _dataset(dataset, data_root, stream)
-    data_record = _data_record(data)  # the true groups, before any transform of the training labels
+        data = load_data(plan.data)
+    record = _data_record(data)  # the true groups, before any transform of the training labels
     start = time.perf_counter()
-    data, group_record = apply_group_options(
-        data, groups=groups, noise=group_label_noise, fraction=group_label_fraction, seed=seed, device=dev
-    )
-    timings: dict[str, float] = {}
-    if group_record is not None:
-        timings["group labels"] = time.perf_counter() - start
-    if resume and out is not None and not checkpoint_dir(out).is_dir():
+    data, group_record = transform_groups(plan.data, data, plan.seed, plan.device)
+    return LoadedData(data, record, group_record, None if group_record is None else time.perf_counter() - start)
+
+
+def distill_methods(plan: ComparePlan, loaded: LoadedData, progress: Progress | None) -> Distilled:
+    """Distil every method of ``plan`` in lockstep on the loaded data (none: nothing is distilled)."""
+    out, specs = plan.out, list(plan.specs)
+    if plan.resume and out is not None and not checkpoint_dir(out).is_dir():
         raise FairDistillError(f"nothing to resume: {checkpoint_dir(out)} does not exist (run without --resume)")
-    identity = distill_identity(backbone, data, dcfg, specs)
+    identity = distill_identity(plan.backbone, loaded.data, plan.distill_config, specs)
+    ckpt = _Checkpoints(out, identity, plan.checkpoint_every if specs else 0, plan.resume and bool(specs), plan.device)
+    if not specs:
+        return Distilled({}, identity, ckpt)
+    backbone = get_backbone(plan.backbone)
+    sets, seconds = _distill_sets(backbone, loaded.data, specs, plan.distill_config, ckpt, plan.device, progress)
+    log.info("distilled %s in %.1f s", ", ".join(sets), seconds)
+    for s in sets.values():
+        s.meta["preset"] = preset_name(plan.backbone, s.meta["method"]["name"], plan.profile)
+        if loaded.group_record is not None:
+            s.meta["group_labels"] = loaded.group_record
+    return Distilled(sets, identity, ckpt, seconds)
 
-    synthetic: dict[str, SyntheticSet] = {}
-    ckpt = _Checkpoints(out, identity, checkpoint_every if specs else 0, resume and bool(specs), dev)
-    if specs:
-        start = time.perf_counter()
-        cb = ckpt.callback(progress)
-        with ckpt.guard():  # an error (NaN images...) says where the last good checkpoint is
-            synthetic = get_backbone(backbone).distill(data, specs, dcfg, device=dev, callback=cb, resume=ckpt.state)
-        for name, s in synthetic.items():
-            ckpt.check_final(s, name)
-        timings["distill"] = time.perf_counter() - start
-        log.info("distilled %s in %.1f s", ", ".join(synthetic), timings["distill"])
-        for s in synthetic.values():
-            s.meta["preset"] = preset_name(backbone, s.meta["method"]["name"], profile)
-            if group_record is not None:
-                s.meta["group_labels"] = group_record
 
-    results: dict[str, EvalResult] = {}
-    train_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {
-        name: (s.images, s.labels) for name, s in synthetic.items()
-    }
-    for b in baselines:
-        idx = baseline_indices(b, data, ipc, seed)
-        train_sets[b] = (data.train.images[idx], data.train.labels[idx])
-    rows: list[dict[str, Any]] = []
-    resumed: dict[str, list[int]] = {}
-    jobs: dict[str, EvalJob] = {}
-    for name, (x, y) in train_sets.items():
-        cb = (lambda d, t, n=name: progress(f"evaluate {n}", d, t)) if progress else None
-        sweep, done = None, None
-        if out is not None:  # each finished model is kept, so that an interrupted sweep can resume
-            ident = _eval_identity(name, x, y, data, ecfg, epochs_for(name, ecfg))
-            sweep = EvalSweep(checkpoint_dir(out) / partial_name(name), ident)
-            done = sweep.load(required=False) if resume else None
-            resumed[name] = sorted(done or {})
-        on_model = sweep.add if sweep is not None else None
-        jobs[name] = EvalJob(x, y, name, epochs_for(name, ecfg), callback=cb, done=done, on_model=on_model)
+def evaluate_compared(
+    plan: ComparePlan, data: FairDataset, synthetic: dict[str, SyntheticSet], progress: Progress | None
+) -> Evaluations:
+    """Evaluate the distilled sets and the baselines; with workers, the models of all sets side by side."""
+    jobs, resumed = _compare_jobs(plan, data, _train_sets(plan, data, synthetic), progress)
     start = time.perf_counter()
-    with evaluation_executor(data, eval_workers, eval_executor) or nullcontext() as pool:
+    with evaluation_executor(data, plan.eval_workers, plan.eval_executor) or nullcontext() as pool:
         # without a pool one set after the other, with one the models of all sets side by side
-        evaluated = evaluate_sets(list(jobs.values()), data, ecfg, device=dev, executor=pool)
+        evaluated = evaluate_sets(list(jobs.values()), data, plan.eval_config, device=plan.device, executor=pool)
+    done = Evaluations(resumed=resumed, pool=pool)
     for name, r in zip(jobs, evaluated, strict=True):
-        results[name] = r
-        timings[f"evaluate {name}"] = r.seconds
-        rows.extend(model_rows(r, ecfg, name))
+        done.results[name] = r
+        done.seconds[f"evaluate {name}"] = r.seconds
+        done.rows.extend(model_rows(r, plan.eval_config, name))
         log.info("evaluated %s in %.1f s", name, r.seconds)
     if pool is not None:  # the per-set seconds above are worker time
-        timings["evaluate (wall)"] = time.perf_counter() - start
-    timer.seconds.update(timings)
+        done.seconds["evaluate (wall)"] = time.perf_counter() - start
+    return done
 
+
+def _train_sets(
+    plan: ComparePlan, data: FairDataset, synthetic: dict[str, SyntheticSet]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The images and labels each evaluation trains on: the distilled sets, then the baselines' subsets."""
+    sets = {name: (s.images, s.labels) for name, s in synthetic.items()}
+    for b in plan.baselines:
+        idx = baseline_indices(b, data, plan.ipc, plan.seed)
+        sets[b] = (data.train.images[idx], data.train.labels[idx])
+    return sets
+
+
+def _compare_jobs(
+    plan: ComparePlan,
+    data: FairDataset,
+    train_sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    progress: Progress | None,
+) -> tuple[dict[str, EvalJob], dict[str, list[int]]]:
+    """One evaluation job per set; with an output folder, each finished model is kept, so that an
+    interrupted sweep can resume (and with ``plan.resume`` the kept ones are taken)."""
+    jobs: dict[str, EvalJob] = {}
+    resumed: dict[str, list[int]] = {}
+    for name, (x, y) in train_sets.items():
+        cb = (lambda d, t, n=name: progress(f"evaluate {n}", d, t)) if progress else None
+        epochs = epochs_for(name, plan.eval_config)
+        sweep, done = None, None
+        if plan.out is not None:
+            ident = _eval_identity(name, x, y, data, plan.eval_config, epochs)
+            sweep = EvalSweep(checkpoint_dir(plan.out) / partial_name(name), ident)
+            done = sweep.load(required=False) if plan.resume else None
+            resumed[name] = sorted(done or {})
+        on_model = sweep.add if sweep is not None else None
+        jobs[name] = EvalJob(x, y, name, epochs, callback=cb, done=done, on_model=on_model)
+    return jobs, resumed
+
+
+def compare_result(
+    plan: ComparePlan, loaded: LoadedData, distilled: Distilled, evaluated: Evaluations, timer: PhaseTimer
+) -> CompareResult:
+    """The comparison's result, its summary built from what each step did."""
+    timings: dict[str, float] = {}
+    if loaded.seconds is not None:
+        timings["group labels"] = loaded.seconds
+    if distilled.seconds is not None:
+        timings["distill"] = distilled.seconds
+    timings.update(evaluated.seconds)
+    timer.seconds.update(timings)
     summary = {
-        "dataset": data.name,
-        "preset": profile,
-        "scale": {"name": scale or "paper", "reductions": cuts},
-        "backbone": backbone,
-        "ipc": ipc,
-        "seed": seed,
-        "device": str(dev),
-        "methods": {
-            name: {
-                **{k: v for k, v in r.aggregate().items()},
-                "kind": "distilled" if name in synthetic else "baseline",
-                **({"by_model": r.aggregates()} if r.by_model else {}),
-            }
-            for name, r in results.items()
-        },
-        "distill_config": dcfg.to_dict(),
-        "eval_config": ecfg.to_dict(),
-        "method_specs": {s.name: s.to_dict() for s in specs},
-        "group_labels": group_record,
-        "data": {**data_record, **_used_groups_record(data, group_record)},
+        "dataset": loaded.data.name,
+        "preset": plan.profile,
+        "scale": {"name": plan.scale or "paper", "reductions": list(plan.reductions)},
+        "backbone": plan.backbone,
+        "ipc": plan.ipc,
+        "seed": plan.seed,
+        "device": str(plan.device),
+        "methods": _method_summaries(evaluated.results, distilled.synthetic),
+        "distill_config": plan.distill_config.to_dict(),
+        "eval_config": plan.eval_config.to_dict(),
+        "method_specs": {s.name: s.to_dict() for s in plan.specs},
+        "group_labels": loaded.group_record,
+        "data": {**loaded.record, **_used_groups_record(loaded.data, loaded.group_record)},
         "seconds": timings,
-        **run_record(
-            {
-                "command": "compare",
-                "profile": profile,
-                "ipc": ipc,
-                "seed": seed,
-                **identity,
-                "baselines": list(baselines),
-                "eval_config": ecfg.to_dict(),
-                "group_options": _group_options(groups, group_label_noise, group_label_fraction),
-            },
-            timer.seconds,
-        ),
-        "rows": rows,
-        "aggregates": {name: r.aggregate() for name, r in results.items()},
-        **ckpt.record(),
-        "resumed_models": resumed,
-        **_workers_record(pool),
-        "environment": environment(dev),
+        **run_record(_compare_config(plan, distilled.identity), timer.seconds),
+        "rows": evaluated.rows,
+        "aggregates": {name: r.aggregate() for name, r in evaluated.results.items()},
+        **distilled.checkpoints.record(),
+        "resumed_models": evaluated.resumed,
+        **_workers_record(evaluated.pool),
+        "environment": environment(plan.device),
     }
-    result = CompareResult(data.name, profile, results, synthetic, summary)
-    if out is not None:
-        write_compare(Path(out), result, data)
-        log.info("wrote %s", Path(out) / "summary.json")
-        if report:
-            _compare_report(Path(out), result)
-    return result
+    return CompareResult(loaded.data.name, plan.profile, evaluated.results, distilled.synthetic, summary)
+
+
+def _method_summaries(results: dict[str, EvalResult], synthetic: dict[str, SyntheticSet]) -> dict[str, Any]:
+    """Per set: its aggregate numbers, whether it was distilled, and per architecture when there were several."""
+    return {
+        name: {
+            **{k: v for k, v in r.aggregate().items()},
+            "kind": "distilled" if name in synthetic else "baseline",
+            **({"by_model": r.aggregates()} if r.by_model else {}),
+        }
+        for name, r in results.items()
+    }
+
+
+def _compare_config(plan: ComparePlan, identity: dict[str, Any]) -> dict[str, Any]:
+    """The resolved configuration of a comparison, as its run record keeps (and hashes) it."""
+    return {
+        "command": "compare",
+        "profile": plan.profile,
+        "ipc": plan.ipc,
+        "seed": plan.seed,
+        **identity,
+        "baselines": list(plan.baselines),
+        "eval_config": plan.eval_config.to_dict(),
+        "group_options": plan.data.group_options(),
+    }
+
+
+def write_compared(plan: ComparePlan, result: CompareResult, data: FairDataset) -> None:
+    """``result`` into ``plan.out`` (:func:`write_compare`), then, if the plan asks for it, the report."""
+    out = Path(plan.out)
+    write_compare(out, result, data)
+    log.info("wrote %s", out / "summary.json")
+    if plan.report:
+        _compare_report(out, result)
 
 
 def _data_record(data: FairDataset) -> dict[str, Any]:

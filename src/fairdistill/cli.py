@@ -149,6 +149,15 @@ ResumeOpt = Annotated[
     bool,
     typer.Option("--resume", help="Continue an interrupted run from what OUT holds (same settings required)."),
 ]
+#: the output folder of distill, compare and reproduce (each with its own default)
+OutDirOpt = Annotated[str, typer.Option("--out", help="Output folder.")]
+#: compare's --preset: a compute profile, not a method preset
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--preset", help="Compute profile: cpu or gpu (ours; default: by device), cobra-paper or fairdd-paper."
+    ),
+]
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -219,6 +228,37 @@ def _split(names: str) -> list[str]:
     return [n.strip() for n in names.split(",") if n.strip()]
 
 
+#: a command's parameter -> the api keyword it is passed as, where the two names differ
+API_NAMES = {"models": "num_models"}
+#: the parameters a command handles itself, never passed on to the api
+CLI_ONLY = ("quiet", "verbose")
+
+
+def _api_kwargs(
+    params: dict[str, Any],
+    *,
+    skip: tuple[str, ...] = (),
+    lists: tuple[str, ...] = (),
+    optional_lists: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The api keywords for a command's parameters (``params``: name -> value, in declaration order).
+
+    Each keeps its name but for :data:`API_NAMES` and its place in the order; :data:`CLI_ONLY` and
+    ``skip`` (passed some other way) are left out. The comma-separated ``lists`` become lists (``''``:
+    an empty one); ``optional_lists`` likewise, but ``None`` when not given or empty (the api's default).
+    """
+    kwargs = {}
+    for name, value in params.items():
+        if name in CLI_ONLY or name in skip:
+            continue
+        if name in lists:
+            value = _split(value)
+        elif name in optional_lists:
+            value = _split(value) if value else None
+        kwargs[API_NAMES.get(name, name)] = value
+    return kwargs
+
+
 @app.command()
 def distill(
     dataset: DatasetOpt = "cmnist-fg-mini",
@@ -238,7 +278,7 @@ def distill(
     iterations: ItersOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
-    out: Annotated[str, typer.Option("--out", help="Output folder.")] = "runs/distill",
+    out: OutDirOpt = "runs/distill",
     group_label_fraction: GroupFractionOpt = None,
     group_label_noise: GroupNoiseOpt = None,
     groups: GroupsOpt = None,
@@ -254,6 +294,7 @@ def distill(
     Under ``torchrun --nproc_per_node N -m fairdistill distill ...`` the classes are sharded across
     the N processes (README: Scaling out); rank 0 writes the files.
     """
+    params = dict(locals())  # the options as given; taken first, before any other name is bound here
     from . import api, runtime
 
     if verbose:
@@ -262,33 +303,14 @@ def distill(
     with _user_errors(), runtime.session(device) as rt, _progress(quiet or not rt.is_main) as hook:
         if not rt.is_main and not verbose:
             logging.getLogger("fairdistill").setLevel(logging.ERROR)  # one process speaks for the run
-        synset = api.distill(
-            dataset,
-            stream=stream,
-            preset=preset,
-            backbone=backbone,
-            target=target,
-            distance=distance,
-            embedder=embedder,
-            sampling=sampling,
-            ipc=ipc,
-            iterations=iterations,
-            seed=seed,
-            device=device,
-            data_root=data_root,
-            out=out,
-            progress=hook,
-            group_label_fraction=group_label_fraction,
-            group_label_noise=group_label_noise,
-            groups=groups,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-            init=init,
-        )
-    if not rt.is_main:
-        return
+        synset = api.distill(dataset, progress=hook, **_api_kwargs(params, skip=("dataset",)))
+    if rt.is_main:
+        _print_distilled(synset, rt.world_size, out)
+
+
+def _print_distilled(synset: Any, procs: int, out: str) -> None:
+    """The one line `distill` ends with: how many images, made how, in how long, and where they went."""
     m = synset.meta["method"]
-    procs = rt.world_size
     out_console.print(
         f"distilled {synset.images.shape[0]} images ({m['backbone']} / {m['target']} / {m['distance']} / "
         f"{m['embedder']}, sampling {synset.meta['sampling']}) in {synset.meta['seconds']:.0f} s"
@@ -357,12 +379,7 @@ def compare(
     baselines: Annotated[str, typer.Option("--baselines", help="Comma-separated baselines ('' for none).")] = (
         "random,random-balanced,full"
     ),
-    preset: Annotated[
-        str | None,
-        typer.Option(
-            "--preset", help="Compute profile: cpu or gpu (ours; default: by device), cobra-paper or fairdd-paper."
-        ),
-    ] = None,
+    preset: ProfileOpt = None,
     backbone: Annotated[str, typer.Option("--backbone", help="Matching backbone.")] = "dm",
     ipc: IpcOpt = 10,
     iterations: ItersOpt = None,
@@ -374,7 +391,7 @@ def compare(
         str | None,
         typer.Option("--scale", help="cpu: cut the profile's sizes to two CPU cores (each cut listed); default: as is"),
     ] = None,
-    out: Annotated[str, typer.Option("--out", help="Output folder.")] = "runs/compare",
+    out: OutDirOpt = "runs/compare",
     group_label_fraction: GroupFractionOpt = None,
     group_label_noise: GroupNoiseOpt = None,
     groups: GroupsOpt = None,
@@ -392,40 +409,20 @@ def compare(
     verbose: VerboseOpt = False,
 ) -> None:
     """Distil several methods in lockstep, evaluate them beside the baselines, write summary.json and a report."""
+    params = dict(locals())  # the options as given; taken first, before any other name is bound here
     from . import api
 
     if verbose:
         _configure_logging(True)
 
+    kwargs = _api_kwargs(params, skip=("dataset",), lists=("methods", "baselines"), optional_lists=("eval_models",))
     with _user_errors(), _progress(quiet) as hook:
-        result = api.compare(
-            dataset,
-            stream=stream,
-            methods=_split(methods),
-            baselines=_split(baselines),
-            preset=preset,
-            backbone=backbone,
-            ipc=ipc,
-            iterations=iterations,
-            num_models=models,
-            epochs=epochs,
-            seed=seed,
-            device=device,
-            data_root=data_root,
-            out=out,
-            progress=hook,
-            group_label_fraction=group_label_fraction,
-            group_label_noise=group_label_noise,
-            groups=groups,
-            eval_models=_split(eval_models) if eval_models else None,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-            report=report,
-            eval_workers=eval_workers,
-            eval_executor=eval_executor,
-            scale=scale,
-            init=init,
-        )
+        result = api.compare(dataset, progress=hook, **kwargs)
+    _print_compared(result, out, quiet)
+
+
+def _print_compared(result: Any, out: str, quiet: bool) -> None:
+    """What `compare` ends with: the scale's cuts, the metrics table(s) and the files written (or why no report)."""
     s = result.summary
     for cut in s["scale"]["reductions"]:
         out_console.print(f"reduced: {cut}", highlight=False)
@@ -529,7 +526,7 @@ def reproduce_cmd(
         ),
     ] = "paper",
     data_root: DataRootOpt = None,
-    out: Annotated[str, typer.Option("--out", help="Output folder.")] = "runs/reproduce",
+    out: OutDirOpt = "runs/reproduce",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     iterations: ItersOpt = None,
@@ -539,27 +536,30 @@ def reproduce_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Run a paper's benchmarks and print its published numbers beside ours (reproduce.json / .md / .html)."""
+    params = dict(locals())  # the options as given; taken first, before any other name is bound here
     from . import reproduce as rep
 
     if verbose:
         _configure_logging(True)
-    given = {"iterations": iterations, "num_models": models, "epochs": epochs}
-    overrides = {k: v for k, v in given.items() if v is not None}
+    kwargs = _api_kwargs(params, skip=("paper",), optional_lists=("datasets", "backbones"))
+    for name in REPRODUCE_OVERRIDES:  # not given: the paper's profile decides
+        if kwargs[name] is None:
+            del kwargs[name]
     with _user_errors(), _progress(quiet) as hook:
-        result = rep.reproduce(
-            paper,
-            datasets=_split(datasets) if datasets else None,
-            backbones=_split(backbones) if backbones else None,
-            ipc=ipc,
-            scale=scale,
-            data_root=data_root,
-            out=out,
-            seed=seed,
-            device=device,
-            progress=hook,
-            **overrides,
-        )
+        result = rep.reproduce(paper, progress=hook, **kwargs)
+    _print_reproduce_table(result)
+    _print_reproduce_notes(result, quiet)
+
+
+#: the reproduce options passed on only where given (overrides of the paper's profile)
+REPRODUCE_OVERRIDES = ("iterations", "num_models", "epochs")
+
+
+def _print_reproduce_table(result: Any) -> None:
+    """The side-by-side table, a section per benchmark, then the legend and the footnotes (nothing without rows)."""
     from rich import box
+
+    from . import reproduce as rep
 
     layout = rep.terminal_table(result)
     table = Table(title=rep.title(result), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -576,6 +576,12 @@ def reproduce_cmd(
         wide.print(table)
         for line in [rep.legend(result), *layout.footnotes]:
             out_console.print(escape(line), highlight=False)
+
+
+def _print_reproduce_notes(result: Any, quiet: bool) -> None:
+    """Below the table: the settings the scale reduced, the skipped benchmarks (and a hint) and the files written."""
+    from . import reproduce as rep
+
     reductions = rep.reductions_text(result)
     if reductions:
         out_console.print(f"[bold]reduced settings (scale {escape(result.scale)}):[/]", highlight=False)

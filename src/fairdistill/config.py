@@ -198,40 +198,6 @@ class MethodSpec:
     #: discrimination term, distilled in lockstep with vanilla CAFE)
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def resolved(self) -> MethodSpec:
-        """This spec with the backbone's default distance filled in (what runs, and what is recorded)."""
-        if self.distance is not None:
-            return self
-        from .backbones import BACKBONES
-
-        return replace(self, distance=BACKBONES.get(self.backbone).default_distance)
-
-    def validate(self) -> MethodSpec:
-        from .backbones import BACKBONES
-        from .embedders import EMBEDDERS
-        from .targets import get_target, resolve_sampling
-
-        backbone = BACKBONES.get(self.backbone)
-        # each backbone names the registry its distances come from (features vs gradients)
-        backbone.distances.get(self.resolved().distance)
-        EMBEDDERS.get(self.embedder)
-        if backbone.embedders is not None and self.embedder not in backbone.embedders:
-            raise FairDistillError(
-                f"backbone {self.backbone!r} cannot use embedder {self.embedder!r}; allowed: "
-                f"{', '.join(backbone.embedders)}"
-            )
-        target = get_target(self.target)
-        resolve_sampling(target, self.sampling)
-        backbone.check_target(target)
-        unknown = sorted(set(self.settings) - set(backbone.method_settings))
-        if unknown:
-            allowed = ", ".join(backbone.method_settings) or "none"
-            raise FairDistillError(
-                f"method {self.name!r} sets {', '.join(unknown)} per method, which backbone {self.backbone!r} "
-                f"cannot vary between methods of one run; per-method settings it allows: {allowed}"
-            )
-        return self
-
     def config_for(self, config: DistillConfig) -> DistillConfig:
         """The run's ``config`` with this method's own ``settings`` applied."""
         return replace(config, **self.settings).validate() if self.settings else config
@@ -271,11 +237,11 @@ class DistillConfig:
     warm_momentum: float = 0.9
     warm_weight_decay: float = 5e-4
     # DC (gradient matching) only: image updates per iteration, inner training epochs between them
-    # (None: DC's schedule for the IPC, see backbones.dc.published_loops) and the inner lr
+    # (None: DC's schedule for the IPC, see backbones.bilevel.published_loops) and the inner lr
     outer_loop: int | None = None
     inner_loop: int | None = None
     lr_net: float = 0.01
-    # CAFE (layer-wise feature alignment) only, see backbones.cafe: the weight of each matched layer
+    # CAFE (layer-wise feature alignment) only, see backbones.layers: the weight of each matched layer
     # (the blocks' outputs, then the embedding; None: CAFE's own weights), the discrimination
     # term's weight and temperature, and when the inner loop stops before ``inner_loop`` epochs
     # (the network's accuracy on the synthetic set reaches ``inner_stop_acc``, or has not improved for
@@ -286,7 +252,7 @@ class DistillConfig:
     inner_stop_acc: float | None = 1.0
     inner_patience: int | None = 5
     # IDC only: multi-formation factor; each stored image is cut into factor x factor tiles, each one a
-    # full-size training image (backbones.idc.decode)
+    # full-size training image (backbones.formation.decode)
     factor: int = 2
     #: IDC: "mix" (factor**2 real images per stored image, one per tile, as IDC published) or "single"
     #: (one real image downsampled into the whole stored image, as COBRA's IDC script does)

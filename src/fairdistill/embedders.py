@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .augment import DSA
+from .config import DistillConfig
 from .registry import Registry
 from .training import SGDConfig, train
 
@@ -87,3 +88,18 @@ def create_embedder(name: str, **kwargs) -> Embedder:
 
 def list_embedders(pattern: str = "*") -> list[str]:
     return EMBEDDERS.list(pattern)
+
+
+def embedder_for(name: str, config: DistillConfig) -> Embedder:
+    """A method's embedder with the run's settings (``warm``: its epochs, momentum and weight decay)."""
+    if name != "warm":
+        return create_embedder(name)
+    epochs = config.warm_epochs if config.warm_epochs is not None else warm_epochs_for(config.ipc)
+    sgd = SGDConfig(
+        lr=WARM_LR,
+        momentum=config.warm_momentum,
+        weight_decay=config.warm_weight_decay,
+        batch_size=WARM_BATCH,
+        decay_at=None,
+    )
+    return WarmEmbedder(epochs=epochs, sgd=sgd)

@@ -420,23 +420,55 @@ def evaluate_sets(
     for job in jobs:
         _check_training_set(job.images, job.labels, dataset)
     archs = config.architectures()
-    total = config.num_models * len(archs)
     slots: list[dict[int, tuple[FairnessReport, float]]] = [{} for _ in jobs]
     pending: dict[Future, tuple[int, int]] = {}
     for k, job in enumerate(jobs):
-        done = {i: r for i, r in (job.done or {}).items() if 0 <= i < total}
-        for i in sorted(done):  # finished before an interruption
-            slots[k][i] = (done[i], 0.0)
-            if job.callback is not None:
-                job.callback(len(slots[k]), total)
-        images, labels = job.images.detach().cpu(), job.labels.cpu()
-        for i in range(total):
-            if i in done:
-                continue
-            arch = archs[i // config.num_models]
-            seed = eval_seed(config, arch, i % config.num_models)
-            task = _ModelTask(images, labels, config, arch, seed, job.epochs or config.epochs, str(device))
-            pending[executor.submit(_run_model_task, task)] = (k, i)
+        pending.update(_submit_set(k, job, slots[k], config, archs, device, executor))
+    _collect_models(pending, jobs, slots, config, archs)
+    return [_set_result(slot, config, archs) for slot in slots]
+
+
+def _submit_set(
+    k: int,
+    job: EvalJob,
+    slot: dict[int, tuple[FairnessReport, float]],
+    config: EvalConfig,
+    archs: Sequence[str],
+    device: torch.device,
+    executor: Executor,
+) -> dict[Future, tuple[int, int]]:
+    """Queue the models of set ``k`` that its ``done`` lacks; the finished ones go straight into ``slot``.
+
+    The models finished before an interruption are reported to the job's ``callback`` first, as a
+    sequential run would; the returned futures map to (set, model index).
+    """
+    total = config.num_models * len(archs)
+    done = {i: r for i, r in (job.done or {}).items() if 0 <= i < total}
+    for i in sorted(done):  # finished before an interruption
+        slot[i] = (done[i], 0.0)
+        if job.callback is not None:
+            job.callback(len(slot), total)
+    images, labels = job.images.detach().cpu(), job.labels.cpu()
+    futures: dict[Future, tuple[int, int]] = {}
+    for i in range(total):
+        if i in done:
+            continue
+        arch = archs[i // config.num_models]
+        seed = eval_seed(config, arch, i % config.num_models)
+        task = _ModelTask(images, labels, config, arch, seed, job.epochs or config.epochs, str(device))
+        futures[executor.submit(_run_model_task, task)] = (k, i)
+    return futures
+
+
+def _collect_models(
+    pending: Mapping[Future, tuple[int, int]],
+    jobs: Sequence[EvalJob],
+    slots: list[dict[int, tuple[FairnessReport, float]]],
+    config: EvalConfig,
+    archs: Sequence[str],
+) -> None:
+    """Record every queued model as it finishes: into its slot, then the job's ``on_model`` and ``callback``."""
+    total = config.num_models * len(archs)
     for future in as_completed(pending):
         k, i = pending[future]
         job = jobs[k]
@@ -446,15 +478,18 @@ def evaluate_sets(
             job.on_model(i, eval_seed(config, arch, j), slots[k][i][0])
         if job.callback is not None:
             job.callback(len(slots[k]), total)
-    results = []
-    for k in range(len(jobs)):
-        per_arch = {}
-        for a, arch in enumerate(archs):
-            got = [slots[k][a * config.num_models + j] for j in range(config.num_models)]
-            seeds = [eval_seed(config, arch, j) for j in range(config.num_models)]
-            per_arch[arch] = EvalResult([r for r, _ in got], seeds, sum(s for _, s in got), model=arch)
-        results.append(_headline(per_arch))
-    return results
+
+
+def _set_result(
+    slot: Mapping[int, tuple[FairnessReport, float]], config: EvalConfig, archs: Sequence[str]
+) -> EvalResult:
+    """One set's result from its models' (report, seconds), architecture by architecture, in index order."""
+    per_arch = {}
+    for a, arch in enumerate(archs):
+        got = [slot[a * config.num_models + j] for j in range(config.num_models)]
+        seeds = [eval_seed(config, arch, j) for j in range(config.num_models)]
+        per_arch[arch] = EvalResult([r for r, _ in got], seeds, sum(s for _, s in got), model=arch)
+    return _headline(per_arch)
 
 
 def _task_result(future: Future, what: str) -> tuple[FairnessReport, float]:

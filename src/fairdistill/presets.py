@@ -68,6 +68,7 @@ from typing import Any
 
 import torch
 
+from .backbones import resolve_method
 from .config import DistillConfig, EvalConfig, MethodSpec
 from .errors import FairDistillError, unknown_name
 from .profiles import PROFILES, Profile, idc_lr_img
@@ -385,7 +386,7 @@ def get_method(name: str, backbone: str = DEFAULT_BACKBONE, profile: str | None 
     spec = recipes_for(backbone).get(name)
     if profile is not None:
         spec = PROFILES.get(profile).method(spec, name, backbone, ipc)
-    return spec.resolved()
+    return resolve_method(spec)
 
 
 def describe_preset(

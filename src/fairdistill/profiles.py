@@ -603,7 +603,7 @@ def _cpu() -> dict[str, BackboneProfile]:
 
 
 def _dc_loops(ipc: int) -> tuple[int, int]:
-    from .backbones.dc import published_loops
+    from .backbones.bilevel import published_loops
 
     return published_loops(ipc)
 

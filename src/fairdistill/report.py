@@ -670,17 +670,14 @@ def _too_large(shape: tuple[int, ...]) -> bool:
     return max(shape, default=0) > MAX_HEATMAP_SIDE
 
 
-def build_section(index: int, run: Run, tick: Callable[[], None] = lambda: None) -> RunSection:
-    """Read one run and render its figures (with every label drawn literally, see :data:`LITERAL_TEXT`)."""
-    rows = [
-        (name, run.kind(name), [format_stat(row.get(key)) for key, _ in METRICS]) for name, row in run.methods.items()
-    ]
-    sec = RunSection(index, run, _settings(run), rows, cross_arch=_cross_arch(run))
-    prefix = f"run{index}-{_slug(run.dataset)[:40]}"
+def _figure_namer(prefix: str) -> Callable[..., str]:
+    """A maker of figure file names under ``prefix``, each unique within the report.
+
+    Two method names may share a slug ("a b", "a-b"): a later clash gets ``-2``, ``-3``, ... appended.
+    """
     taken: set[str] = set()
 
     def figure_name(kind: str, name: str = "") -> str:
-        """A figure file name unique within the report (two names may share a slug: "a b", "a-b")."""
         base = f"{prefix}-{kind}" + (f"-{_slug(name)[:60]}" if name else "")
         unique, n = base, 2
         while unique in taken:
@@ -688,6 +685,12 @@ def build_section(index: int, run: Run, tick: Callable[[], None] = lambda: None)
         taken.add(unique)
         return f"{unique}.png"
 
+    return figure_name
+
+
+def _add_grids(sec: RunSection, figure_name: Callable[..., str], tick: Callable[[], None]) -> None:
+    """The synthetic-image grid of every distilled method, or a note on why there is none."""
+    run = sec.run
     distilled = [name for name in run.methods if run.kind(name) == "distilled"]
     skipped = []
     for name in distilled:
@@ -703,6 +706,11 @@ def build_section(index: int, run: Run, tick: Callable[[], None] = lambda: None)
         sec.notes["grids"] = "; ".join(skipped)
     elif not sec.grids:
         sec.notes["grids"] = "no synthetic images found in the run folder"
+
+
+def _add_heatmaps(sec: RunSection, figure_name: Callable[..., str], tick: Callable[[], None]) -> None:
+    """The TPR heatmap of every method whose table is recorded and small enough to draw; a note names the rest."""
+    run = sec.run
     missing, large = [], []
     for name in run.methods:
         tpr = run.tpr(name)
@@ -723,27 +731,53 @@ def build_section(index: int, run: Run, tick: Callable[[], None] = lambda: None)
         notes.append(f"TPR tables larger than {MAX_HEATMAP_SIDE} groups or classes not drawn: " + ", ".join(large))
     if notes:
         sec.notes["tpr"] = "; ".join(notes)
-    sec.scatter = Figure(figure_name("acc-vs-deo-m"), "accuracy versus DEO_M", scatter_figure(run))
-    tick()
+
+
+def _add_composition(sec: RunSection, figure_name: Callable[..., str]) -> None:
+    """The training counts per (class, group) and their figure, or a note on why it is not drawn.
+
+    Where the methods were given transformed groups, the figure still shows the true ones and the
+    note says so.
+    """
+    run = sec.run
     sec.counts = _counts(run)
     if sec.counts is None:
         sec.notes["composition"] = "this run's summary does not record the training counts (made by an older version)"
-    elif _too_large(sec.counts[2].shape):
+        return
+    if _too_large(sec.counts[2].shape):
         sec.notes["composition"] = f"more than {MAX_HEATMAP_SIDE} classes or groups: the figure is not drawn"
-    else:
-        groups, classes, counts = sec.counts
-        sec.composition = Figure(
-            figure_name("training-composition"),
-            "training images per (class, group)",
-            composition_figure(run, counts, groups, classes),
+        return
+    groups, classes, counts = sec.counts
+    sec.composition = Figure(
+        figure_name("training-composition"),
+        "training images per (class, group)",
+        composition_figure(run, counts, groups, classes),
+    )
+    data = run.data
+    if data.get("train_counts_used") is not None and data.get("train_group_names"):
+        sec.notes["composition"] = (
+            "true groups shown; the methods were given transformed training groups ("
+            + ", ".join(str(n) for n in data["train_group_names"])
+            + ")"
         )
-        data = run.data
-        if data.get("train_counts_used") is not None and data.get("train_group_names"):
-            sec.notes["composition"] = (
-                "true groups shown; the methods were given transformed training groups ("
-                + ", ".join(str(n) for n in data["train_group_names"])
-                + ")"
-            )
+
+
+def build_section(index: int, run: Run, tick: Callable[[], None] = lambda: None) -> RunSection:
+    """Read one run and render its figures (with every label drawn literally, see :data:`LITERAL_TEXT`).
+
+    The figures are made in a fixed order (grids, TPR heatmaps, scatter, composition), which also
+    decides which of two clashing file names gets a suffix.
+    """
+    rows = [
+        (name, run.kind(name), [format_stat(row.get(key)) for key, _ in METRICS]) for name, row in run.methods.items()
+    ]
+    sec = RunSection(index, run, _settings(run), rows, cross_arch=_cross_arch(run))
+    figure_name = _figure_namer(f"run{index}-{_slug(run.dataset)[:40]}")
+    _add_grids(sec, figure_name, tick)
+    _add_heatmaps(sec, figure_name, tick)
+    sec.scatter = Figure(figure_name("acc-vs-deo-m"), "accuracy versus DEO_M", scatter_figure(run))
+    tick()
+    _add_composition(sec, figure_name)
     tick()
     return sec
 

@@ -475,6 +475,240 @@ def _plan(rows: Sequence[PublishedRow]) -> list[tuple[str, str, list[PublishedRo
     return [(d, b, rs) for (d, b), rs in groups.items()]
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """What every group's compare of one :func:`reproduce` shares: the paper's profile and the caller's choices."""
+
+    paper: str
+    profile: str
+    ipc: int
+    scale: str
+    seed: int
+    #: as the caller gave it (each compare resolves it again)
+    device: Any
+    data_root: str | Path | None
+    out_dir: Path | None
+    progress: Progress | None
+    overrides: Mapping[str, Any]
+
+
+@dataclass
+class _Tally:
+    """What the groups have given so far, in the order they ran."""
+
+    comparisons: list[Comparison] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    runs: list[GroupRun] = field(default_factory=list)
+    #: every reduction a compare summary lists, each once, in the order first seen
+    reductions: list[str] = field(default_factory=list)
+
+
+def _check_arguments(
+    paper: str, ipc: int, scale: str, seed: int, out: str | Path | None, overrides: Mapping
+) -> tuple[str, Any]:
+    """The checked (paper, out), before any dataset is loaded: the numbers, the output folder, the names."""
+    from .config import check_run_values
+    from .outputs import check_out_dir
+
+    counts = {k: overrides.get(k) for k in ("iterations", "num_models", "epochs") if k in overrides}
+    check_run_values(seed=seed, ipc=ipc, counts=counts)
+    if out is not None:
+        out = check_out_dir(out, writes="reproduce.json, reproduce.md, reproduce.html, a folder per benchmark")
+    paper = check_paper(paper)
+    if scale not in SCALES:
+        raise unknown_name("scale", scale, SCALES)
+    return paper, out
+
+
+def _load_once(dataset: str, data_root: str | Path | None, loaded: dict[str, Any], failed: dict) -> None:
+    """Load ``dataset`` unless it is loaded or failed already; a loading error is kept in ``failed``."""
+    from . import data as data_mod
+
+    if dataset in loaded or dataset in failed:
+        return
+    try:
+        loaded[dataset] = data_mod.load_dataset(dataset, data_root=data_root, **PAPER_DATA.get(dataset, {}))
+    except FairDistillError as err:
+        failed[dataset] = err
+        log.info("skipping %s: %s", dataset, _first_line(err))
+
+
+def _skipped_group(
+    dataset: str, backbone: str, drows: Sequence[PublishedRow], baseline_rows: Mapping, err: FairDistillError
+) -> Skipped:
+    """The record of a group whose dataset did not load: its published rows and the loader's reason."""
+    rows = (*drows, *baseline_rows.values())
+    return Skipped(dataset, backbone, tuple(r.method for r in rows), _first_line(err), rows, str(err))
+
+
+def _group_recipes(profile: str, backbone: str, drows: Sequence[PublishedRow]) -> list[str]:
+    """The recipes a group runs, in :data:`RECIPES` order: those its rows report and those the profile runs.
+
+    FairDD reports no COBRA, yet its profile runs COBRA on FairDD's schedule; such a recipe is shown
+    as ours.
+    """
+    names = {r.name for r in drows}
+    runnable = PROFILES.get(profile).of(backbone).recipes or RECIPES
+    return [m for m in RECIPES if m in names or m in runnable]
+
+
+def _group_hook(progress: Progress | None, dataset: str, backbone: str) -> Progress | None:
+    """``progress`` with each phase prefixed by the group (``cmnist-fg dm: distill``)."""
+    if progress is None:
+        return None
+    prefix = f"{dataset} {backbone}: "
+    return lambda phase, done, total, p=prefix: progress(p + phase, done, total)
+
+
+def _compare_group(cfg: _Settings, data: Any, dataset: str, backbone: str, recipes: Sequence[str]) -> tuple[Any, float]:
+    """Run one group's compare; its summary and the seconds it took."""
+    group_out = None if cfg.out_dir is None else cfg.out_dir / f"{dataset}-{backbone}"
+    hook = _group_hook(cfg.progress, dataset, backbone)
+    log.info("reproduce %s: %s with %s (%s), profile %s", cfg.paper, dataset, backbone, ", ".join(recipes), cfg.profile)
+    from . import api  # imported here: listing and skipping need no torch models
+
+    start = time.perf_counter()
+    result = api.compare(
+        data,
+        methods=recipes,
+        baselines=list(BASELINES),
+        preset=cfg.profile,
+        backbone=backbone,
+        ipc=cfg.ipc,
+        scale=cfg.scale,
+        seed=cfg.seed,
+        device=cfg.device,
+        data_root=cfg.data_root,
+        out=group_out,
+        report=False,
+        progress=hook,
+        **cfg.overrides,
+    )
+    return result.summary, time.perf_counter() - start
+
+
+def _record_group(
+    tally: _Tally,
+    cfg: _Settings,
+    group: tuple[str, str, Sequence[PublishedRow]],
+    baseline_rows: Mapping[str, PublishedRow],
+    recipes: Sequence[str],
+    summary: Mapping[str, Any],
+    seconds: float,
+) -> None:
+    """Add a group's run, its reductions and its comparison lines to ``tally``.
+
+    The lines: the group's published rows, then the recipes it ran that the table lacks, then the baselines.
+    """
+    dataset, backbone, drows = group
+    methods = summary.get("methods", {})
+    scale_record = summary.get("scale") or {"name": cfg.scale, "reductions": []}
+    for item in scale_record.get("reductions") or []:
+        if item not in tally.reductions:
+            tally.reductions.append(item)
+    tally.runs.append(
+        GroupRun(
+            dataset,
+            backbone,
+            summary.get("preset", cfg.profile),
+            tuple(recipes),
+            BASELINES,
+            seconds,
+            None if cfg.out_dir is None else f"{dataset}-{backbone}/summary.json",
+            scale_record,
+            (summary.get("eval_config") or {}).get("num_models"),
+        )
+    )
+    names = {r.name for r in drows}
+    for r in drows:
+        tally.comparisons.append(_comparison(dataset, backbone, r, r.name, methods))
+    for m in recipes:
+        if m not in names:  # run under the paper's profile, but not in its table
+            tally.comparisons.append(_comparison(dataset, backbone, None, m, methods))
+    for b in BASELINES:
+        tally.comparisons.append(_comparison(dataset, backbone, baseline_rows.get(b), b, methods))
+
+
+def _run_plan(cfg: _Settings, rows: Sequence[PublishedRow], plan: Sequence[tuple]) -> tuple[_Tally, dict[str, Any]]:
+    """Run the groups one by one; the tally and the datasets that failed to load (name -> error).
+
+    A dataset is loaded once, for its first group, and let go after its last; its full-training-set
+    rows follow that last group, unless it did not load.
+    """
+    remaining: dict[str, int] = {}
+    for d, _, _ in plan:
+        remaining[d] = remaining.get(d, 0) + 1
+    loaded: dict[str, Any] = {}
+    failed: dict[str, FairDistillError] = {}
+    tally = _Tally()
+    for group in plan:
+        dataset, backbone, drows = group
+        baseline_rows = {r.name: r for r in rows if r.dataset == dataset and r.kind == "baseline"}
+        _load_once(dataset, cfg.data_root, loaded, failed)
+        remaining[dataset] -= 1
+        if dataset in failed:
+            tally.skipped.append(_skipped_group(dataset, backbone, drows, baseline_rows, failed[dataset]))
+        else:
+            recipes = _group_recipes(cfg.profile, backbone, drows)
+            summary, seconds = _compare_group(cfg, loaded[dataset], dataset, backbone, recipes)
+            _record_group(tally, cfg, group, baseline_rows, recipes, summary, seconds)
+        if remaining[dataset] == 0:
+            loaded.pop(dataset, None)  # free the images before the next dataset
+            if dataset not in failed:
+                for r in rows:
+                    if r.dataset == dataset and r.kind == "reference":
+                        tally.comparisons.append(_comparison(dataset, None, r, r.name, None))
+    return tally, failed
+
+
+def _run_record(
+    cfg: _Settings,
+    tally: _Tally,
+    selection: tuple[Any, Any, Sequence[tuple]],
+    failed: Mapping[str, Any],
+    dev: Any,
+    out: str | Path | None,
+    start_all: float,
+) -> dict[str, Any]:
+    """The content of ``reproduce.json``: the settings, the scale's reductions, the lines, skips and runs.
+
+    ``selection``: the datasets and backbones as asked for, and the plan they gave.
+    """
+    datasets, backbones, plan = selection
+    chosen = list(dict.fromkeys(d for d, _, _ in plan))
+    return {
+        "command": "reproduce",
+        "paper": cfg.paper,
+        "paper_title": PAPER_TITLES[cfg.paper],
+        "settings": {
+            "datasets": _names(datasets),
+            "backbones": _names(backbones),
+            "selected_datasets": chosen,
+            "selected_backbones": list(dict.fromkeys(b for _, b, _ in plan)),
+            "ipc": cfg.ipc,
+            "scale": cfg.scale,
+            "profile": cfg.profile,
+            "seed": cfg.seed,
+            "device": str(dev),
+            "data_root": None if cfg.data_root is None else str(cfg.data_root),
+            "out": None if out is None else str(out),
+            "overrides": dict(cfg.overrides),
+            "baselines": list(BASELINES),
+            "dataset_options": {d: dict(PAPER_DATA[d]) for d in chosen if d in PAPER_DATA and d not in failed},
+        },
+        "scale": {
+            "name": cfg.scale,
+            "reductions": tally.reductions,
+            "by_backbone": {g.backbone: list(g.scale.get("reductions") or []) for g in tally.runs},
+        },
+        "rows": [c.to_dict() for c in tally.comparisons],
+        "skipped": [s.to_dict() for s in tally.skipped],
+        "groups": [g.to_dict() for g in tally.runs],
+        "seconds": time.perf_counter() - start_all,
+        "environment": environment(dev),
+    }
+
+
 def reproduce(
     paper: str,
     *,
@@ -501,150 +735,19 @@ def reproduce(
     ``out/<dataset>-<backbone>/``, and ``reproduce.json``, ``reproduce.md`` and ``reproduce.html`` are
     written into ``out``.
     """
-    from . import data as data_mod
-    from .config import check_run_values
-    from .outputs import check_out_dir
     from .runtime import resolve_device
 
-    # the arguments first, before any dataset is loaded: the output folder, the numbers
-    counts = {k: overrides.get(k) for k in ("iterations", "num_models", "epochs") if k in overrides}
-    check_run_values(seed=seed, ipc=ipc, counts=counts)
-    if out is not None:
-        out = check_out_dir(out, writes="reproduce.json, reproduce.md, reproduce.html, a folder per benchmark")
-    paper = check_paper(paper)
-    if scale not in SCALES:
-        raise unknown_name("scale", scale, SCALES)
+    paper, out = _check_arguments(paper, ipc, scale, seed, out, overrides)
     rows = select_rows(paper, datasets=datasets, backbones=backbones, ipc=ipc)
     dev = resolve_device(device)
     profile = PAPER_PROFILES[paper]
-    plan = _plan(rows)
-    remaining: dict[str, int] = {}
-    for d, _, _ in plan:
-        remaining[d] = remaining.get(d, 0) + 1
-    loaded: dict[str, Any] = {}
-    failed: dict[str, FairDistillError] = {}
-    comparisons: list[Comparison] = []
-    skipped: list[Skipped] = []
-    runs: list[GroupRun] = []
-    reductions: list[str] = []
     out_dir = None if out is None else Path(out)
+    cfg = _Settings(paper, profile, ipc, scale, seed, device, data_root, out_dir, progress, overrides)
+    plan = _plan(rows)
     start_all = time.perf_counter()
-
-    for dataset, backbone, drows in plan:
-        baseline_rows = {r.name: r for r in rows if r.dataset == dataset and r.kind == "baseline"}
-        if dataset not in loaded and dataset not in failed:
-            try:
-                loaded[dataset] = data_mod.load_dataset(dataset, data_root=data_root, **PAPER_DATA.get(dataset, {}))
-            except FairDistillError as err:
-                failed[dataset] = err
-                log.info("skipping %s: %s", dataset, _first_line(err))
-        remaining[dataset] -= 1
-        if dataset in failed:
-            skipped_rows = (*drows, *baseline_rows.values())
-            err = failed[dataset]
-            methods = tuple(r.method for r in skipped_rows)
-            skipped.append(Skipped(dataset, backbone, methods, _first_line(err), skipped_rows, str(err)))
-        else:
-            names = {r.name for r in drows}
-            # every recipe the paper's profile runs on this backbone: those the table reports, and the ones it
-            # does not (FairDD reports no COBRA; the profile runs COBRA on FairDD's schedule, labelled ours)
-            runnable = PROFILES.get(profile).of(backbone).recipes or RECIPES
-            recipes = [m for m in RECIPES if m in names or m in runnable]
-            group_out = None if out_dir is None else out_dir / f"{dataset}-{backbone}"
-            hook = None
-            if progress is not None:
-                prefix = f"{dataset} {backbone}: "
-                hook = lambda phase, done, total, p=prefix: progress(p + phase, done, total)  # noqa: E731
-            log.info("reproduce %s: %s with %s (%s), profile %s", paper, dataset, backbone, ", ".join(recipes), profile)
-            from . import api  # imported here: listing and skipping need no torch models
-
-            start = time.perf_counter()
-            result = api.compare(
-                loaded[dataset],
-                methods=recipes,
-                baselines=list(BASELINES),
-                preset=profile,
-                backbone=backbone,
-                ipc=ipc,
-                scale=scale,
-                seed=seed,
-                device=device,
-                data_root=data_root,
-                out=group_out,
-                report=False,
-                progress=hook,
-                **overrides,
-            )
-            seconds = time.perf_counter() - start
-            summary = result.summary
-            methods = summary.get("methods", {})
-            scale_record = summary.get("scale") or {"name": scale, "reductions": []}
-            for item in scale_record.get("reductions") or []:
-                if item not in reductions:
-                    reductions.append(item)
-            runs.append(
-                GroupRun(
-                    dataset,
-                    backbone,
-                    summary.get("preset", profile),
-                    tuple(recipes),
-                    BASELINES,
-                    seconds,
-                    None if group_out is None else f"{dataset}-{backbone}/summary.json",
-                    scale_record,
-                    (summary.get("eval_config") or {}).get("num_models"),
-                )
-            )
-            for r in drows:
-                comparisons.append(_comparison(dataset, backbone, r, r.name, methods))
-            for m in recipes:
-                if m not in names:  # run under the paper's profile, but not in its table
-                    comparisons.append(_comparison(dataset, backbone, None, m, methods))
-            for b in BASELINES:
-                comparisons.append(_comparison(dataset, backbone, baseline_rows.get(b), b, methods))
-        if remaining[dataset] == 0:
-            loaded.pop(dataset, None)  # free the images before the next dataset
-            if dataset not in failed:
-                for r in rows:
-                    if r.dataset == dataset and r.kind == "reference":
-                        comparisons.append(_comparison(dataset, None, r, r.name, None))
-
-    result = ReproduceResult(paper, ipc, scale, profile, comparisons, skipped, runs, reductions)
-    result.record = {
-        "command": "reproduce",
-        "paper": paper,
-        "paper_title": PAPER_TITLES[paper],
-        "settings": {
-            "datasets": _names(datasets),
-            "backbones": _names(backbones),
-            "selected_datasets": list(dict.fromkeys(d for d, _, _ in plan)),
-            "selected_backbones": list(dict.fromkeys(b for _, b, _ in plan)),
-            "ipc": ipc,
-            "scale": scale,
-            "profile": profile,
-            "seed": seed,
-            "device": str(dev),
-            "data_root": None if data_root is None else str(data_root),
-            "out": None if out is None else str(out),
-            "overrides": dict(overrides),
-            "baselines": list(BASELINES),
-            "dataset_options": {
-                d: dict(PAPER_DATA[d])
-                for d in dict.fromkeys(d for d, _, _ in plan)
-                if d in PAPER_DATA and d not in failed
-            },
-        },
-        "scale": {
-            "name": scale,
-            "reductions": reductions,
-            "by_backbone": {g.backbone: list(g.scale.get("reductions") or []) for g in runs},
-        },
-        "rows": [c.to_dict() for c in comparisons],
-        "skipped": [s.to_dict() for s in skipped],
-        "groups": [g.to_dict() for g in runs],
-        "seconds": time.perf_counter() - start_all,
-        "environment": environment(dev),
-    }
+    tally, failed = _run_plan(cfg, rows, plan)
+    result = ReproduceResult(paper, ipc, scale, profile, tally.comparisons, tally.skipped, tally.runs, tally.reductions)
+    result.record = _run_record(cfg, tally, (datasets, backbones, plan), failed, dev, out, start_all)
     if out_dir is not None:
         result.files = write_reproduce(out_dir, result)
     return result

@@ -2,20 +2,21 @@
 
 A backbone distils one or several :class:`~fairdistill.config.MethodSpec` at once ("lockstep":
 every method sees the same networks, real batches and augmentations, and shared forward passes
-are done once).
+are done once). The loop that does this is the same for every backbone and lives in
+:mod:`~fairdistill.backbones.engine`; a backbone's module states only what it matches.
+
+Importing this package registers every backbone (each module registers itself in
+:data:`~fairdistill.backbones.base.BACKBONES`, which lives below them).
 """
 
 from __future__ import annotations
 
-from ..registry import Registry
-from .base import Backbone, IterationCallback, IterationState
-
-BACKBONES: Registry[type[Backbone]] = Registry("backbone")
-
-from .cafe import CAFE  # noqa: E402  (registers itself)
-from .dc import DC  # noqa: E402  (registers itself)
-from .dm import DM  # noqa: E402  (registers itself)
-from .idc import IDC  # noqa: E402  (registers itself)
+from .base import BACKBONES, Backbone, check_method, resolve_method
+from .cafe import CAFE
+from .dc import DC
+from .dm import DM
+from .engine import Engine, IterationCallback, IterationState, LockstepBackbone, MethodRun
+from .idc import IDC
 
 
 def get_backbone(name: str) -> Backbone:
@@ -31,10 +32,15 @@ __all__ = [
     "CAFE",
     "DC",
     "DM",
+    "Engine",
     "IDC",
     "Backbone",
     "IterationCallback",
     "IterationState",
+    "LockstepBackbone",
+    "MethodRun",
+    "check_method",
     "get_backbone",
     "list_backbones",
+    "resolve_method",
 ]

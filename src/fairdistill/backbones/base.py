@@ -1,9 +1,9 @@
-"""The backbone interface and what every backbone shares: initial synthetic sets, networks, metadata."""
+"""The backbone interface, the registry, and the pieces every backbone uses: initial sets, networks, metadata."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -12,48 +12,20 @@ from torch import Tensor, nn
 from .. import rng
 from ..artifacts import SyntheticSet
 from ..augment import DSA
-from ..checkpoint import DistillState, MethodState, capture, restore, restore_field
+from ..checkpoint import DistillState
 from ..config import DistillConfig, MethodSpec
 from ..data.dataset import FairDataset
 from ..data.sampling import RealSampler, balanced_subset
 from ..distances import DISTANCES
+from ..embedders import EMBEDDERS
 from ..errors import FairDistillError
 from ..models import create_model
 from ..registry import Registry
-from ..runtime import Runtime
-from ..targets import GroupStats, Target
+from ..targets import Target, get_target, resolve_sampling
 from ..training import init_weights
 
 #: the settings of a method's own images, which every backbone lets a method set for itself
 IMAGE_SETTINGS: tuple[str, ...] = ("init", "lr_img", "img_momentum", "img_optimizer")
-
-
-@dataclass(frozen=True)
-class IterationState:
-    """What a backbone reports after each iteration (images are live views: copy what you keep).
-
-    In a class-sharded run (several processes, :mod:`fairdistill.runtime`) ``images`` are this
-    process's classes only (``classes``); ``snapshot()`` gathers the whole set and must then be called
-    by every process at the same iterations.
-
-    ``snapshot()``, called during the callback, returns a detached copy of everything the run
-    carries into the next iteration (a :class:`~fairdistill.checkpoint.DistillState`): handing it
-    back as ``distill(..., resume=state)`` continues bit for bit where this iteration ended.
-    """
-
-    done: int
-    total: int
-    losses: dict[str, float]
-    images: dict[str, Tensor]
-    snapshot: Callable[[], DistillState] | None = field(default=None, repr=False, compare=False)
-    #: the real statistics each method matched in this iteration (every class's, after the all-reduce)
-    stats: dict[str, GroupStats] | None = field(default=None, repr=False, compare=False)
-    #: the classes whose images ``images`` holds (this process's share of a class-sharded run); None: all
-    classes: range | None = None
-
-
-#: called after every iteration
-IterationCallback = Callable[[IterationState], None]
 
 
 class Backbone:
@@ -88,8 +60,6 @@ class Backbone:
         """A clear error, at the start of a run, for a target this backbone cannot match."""
         if cls.supports(target):
             return
-        from . import BACKBONES
-
         able = [b for b in BACKBONES.list() if BACKBONES.get(b).supports(target)]
         if target.uses_samples and not cls.sample_targets:
             why = "it matches per-sample feature distributions, not class statistics"
@@ -109,142 +79,52 @@ class Backbone:
         config: DistillConfig,
         *,
         device: torch.device,
-        callback: IterationCallback | None = None,
+        callback: Callable[[Any], None] | None = None,
         resume: DistillState | None = None,
     ) -> dict[str, SyntheticSet]:
-        """Distil every method of ``methods`` in lockstep; ``resume`` continues from a saved state."""
+        """Distil every method of ``methods`` in lockstep; ``resume`` continues from a saved state.
+
+        ``callback`` gets an :class:`~fairdistill.backbones.engine.IterationState` after every
+        iteration. The backbones here run :class:`~fairdistill.backbones.engine.Engine`'s loop.
+        """
         raise NotImplementedError
 
 
-# ---- resuming ------------------------------------------------------------------------------------
-#: the per-method attributes a backbone's run carries across iterations besides its images and
-#: optimiser (each backbone's ``_Run`` may name more in ``RESUME_FIELDS``)
-DEFAULT_RESUME_FIELDS = ("last_loss",)
+#: every backbone, by name (each backbone's module registers itself here)
+BACKBONES: Registry[type[Backbone]] = Registry("backbone")
 
 
-def _resume_fields(run: Any) -> tuple[str, ...]:
-    return getattr(type(run), "RESUME_FIELDS", DEFAULT_RESUME_FIELDS)
+def resolve_method(spec: MethodSpec) -> MethodSpec:
+    """``spec`` with its backbone's default distance filled in (what runs, and what is recorded)."""
+    if spec.distance is not None:
+        return spec
+    return replace(spec, distance=BACKBONES.get(spec.backbone).default_distance)
 
 
-def snapshot_runs(runs: Sequence[Any], done: int, gather: Callable[[Tensor], Tensor] | None = None) -> DistillState:
-    """The state of ``runs`` (objects with ``spec``, ``images``, ``optimizer``) after ``done`` iterations.
-
-    ``gather`` (a class-sharded run: the runtime's ``gather_rows``) makes the images, and every
-    optimiser tensor shaped like them (momentum), whole; it is collective, so every process calls this.
-    """
-    out = {}
-    for run in runs:
-        extra = {f: getattr(run, f) for f in _resume_fields(run)}
-        # the checkpoint keeps these as JSON: tensors (counters) as nested lists
-        ms = capture(
-            run.images, run.optimizer, {f: v.tolist() if isinstance(v, Tensor) else v for f, v in extra.items()}
-        )
-        if gather is not None:
-            local = tuple(ms.images.shape)
-            for entries in ms.optimizer.get("state", {}).values():
-                for key, value in entries.items():
-                    if isinstance(value, Tensor) and tuple(value.shape) == local:
-                        entries[key] = gather(value)
-            ms.images = gather(ms.images)
-        out[run.spec.name] = ms
-    return DistillState(done, out)
-
-
-def _rows(saved: MethodState, rows: slice) -> MethodState:
-    """``saved`` cut down to synthetic images ``rows`` (and the optimiser tensors shaped like the images)."""
-    full = tuple(saved.images.shape)
-    opt = {**saved.optimizer, "state": {}}
-    for pid, entries in saved.optimizer.get("state", {}).items():
-        opt["state"][pid] = {
-            key: value[rows] if isinstance(value, Tensor) and tuple(value.shape) == full else value
-            for key, value in entries.items()
-        }
-    return MethodState(saved.images[rows], opt, saved.extra, source=saved.source)
-
-
-def resume_runs(
-    runs: Sequence[Any], state: DistillState | None, config: DistillConfig, rows: slice | None = None
-) -> int:
-    """Load ``state`` into ``runs``; returns the iteration to continue from (0 without a state).
-
-    ``rows``: the runs hold only these synthetic images (a process of a class-sharded run); the
-    saved state is always the whole set.
-    """
-    if state is None:
-        return 0
-    names = [run.spec.name for run in runs]
-    if list(state.methods) != names:
-        raise FairDistillError(f"the saved state holds methods {list(state.methods)}, this run distils {names}")
-    if not 0 <= state.done <= config.iterations:
-        raise FairDistillError(f"the saved state is at iteration {state.done}, past this run's {config.iterations}")
-    for run in runs:
-        saved = state.methods[run.spec.name]
-        if rows is not None:
-            saved = _rows(saved, rows)
-        restore(saved, run.images, run.optimizer)
-        for key in _resume_fields(run):
-            if key in saved.extra:  # JSON gives lists back: the run's type and shape, checked
-                value = restore_field(getattr(run, key), saved.extra[key], f"{saved.source}: {key}")
-                setattr(run, key, value)
-    return state.done
-
-
-def check_methods(methods: Sequence[MethodSpec]) -> None:
-    """At least one method, and unique names (they key the results)."""
-    if not methods:
-        raise FairDistillError("no method to distill")
-    names = [m.name for m in methods]
-    if len(set(names)) != len(names):
-        raise FairDistillError(f"method names must be unique, got {names}")
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's block of classes in a class-sharded run (every class in a single process).
-
-    ``owned``: the class ids; ``classes``: the same as a slice of the class axis; ``rows``: their
-    synthetic images in a class-ordered set of ``ipc`` per class.
-    """
-
-    owned: range
-    num_classes: int
-    ipc: int
-
-    @property
-    def classes(self) -> slice:
-        return slice(self.owned.start, self.owned.stop)
-
-    @property
-    def rows(self) -> slice:
-        return slice(self.owned.start * self.ipc, self.owned.stop * self.ipc)
-
-    def keep(self, idx: Tensor, labels: Tensor) -> Tensor:
-        """The indices ``idx`` (into a split with class ``labels``) whose class this process owns, in order."""
-        lab = labels[idx]
-        return idx[(lab >= self.owned.start) & (lab < self.owned.stop)]
-
-
-def class_shard(rt: Runtime, num_classes: int, ipc: int) -> Shard:
-    """This process's classes in a class-sharded run; every process needs at least one."""
-    if rt.world_size > num_classes:
+def check_method(spec: MethodSpec) -> MethodSpec:
+    """``spec`` resolved and checked against the registries: its backbone, distance, embedder, target,
+    sampling and per-method settings all exist and fit together; a clear error otherwise."""
+    spec = resolve_method(spec)
+    backbone = BACKBONES.get(spec.backbone)
+    # each backbone names the registry its distances come from (features vs gradients)
+    backbone.distances.get(spec.distance)
+    EMBEDDERS.get(spec.embedder)
+    if backbone.embedders is not None and spec.embedder not in backbone.embedders:
         raise FairDistillError(
-            f"{rt.world_size} processes but only {num_classes} classes: classes are sharded across processes, "
-            f"so start at most {num_classes} (torchrun --nproc_per_node)"
+            f"backbone {spec.backbone!r} cannot use embedder {spec.embedder!r}; allowed: "
+            f"{', '.join(backbone.embedders)}"
         )
-    return Shard(rt.shard(num_classes), num_classes, ipc)
-
-
-def total_and_check(rt: Runtime, name: str, loss: float | Tensor, images: Tensor, where: str) -> float:
-    """``loss`` summed over the processes; raises if any process's synthetic images left the finite range.
-
-    One all-reduce for both, so that every process stops together (a process raising alone would
-    leave the others waiting in the next collective).
-    """
-    loss = loss.detach() if isinstance(loss, Tensor) else torch.tensor(loss)
-    status = rt.all_reduce(torch.stack([loss.double().cpu(), (~torch.isfinite(images)).sum().double().cpu()]))
-    if status[1] > 0:
-        raise FairDistillError(f"{name}: synthetic images became NaN/inf at {where}; lower the image learning rate")
-    return float(status[0])
+    target = get_target(spec.target)
+    resolve_sampling(target, spec.sampling)
+    backbone.check_target(target)
+    unknown = sorted(set(spec.settings) - set(backbone.method_settings))
+    if unknown:
+        allowed = ", ".join(backbone.method_settings) or "none"
+        raise FairDistillError(
+            f"method {spec.name!r} sets {', '.join(unknown)} per method, which backbone {spec.backbone!r} "
+            f"cannot vary between methods of one run; per-method settings it allows: {allowed}"
+        )
+    return spec
 
 
 def check_ipc(dataset: FairDataset, ipc: int) -> None:

@@ -43,8 +43,9 @@ import torch.nn.functional as F
 from ..errors import FairDistillError
 from ..rng import generator
 from .cache import cached_arrays
-from .dataset import FairDataset, FairSplit, normalise_uint8
+from .dataset import FairDataset, FairSplit
 from .files import Layout, corrupt, data_root_from
+from .pixels import normalise_uint8
 from .store import Uint8Images
 
 KEY = "cifar10-s"

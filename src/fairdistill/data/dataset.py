@@ -286,8 +286,18 @@ class FairDataset:
         group-labelled ones. A training group with no image is allowed (its share is 0); empty test
         cells are reported by the metrics.
         """
-        from ..augment import parse_strategy
+        self._check_names()
+        self._check_normalisation()
+        self._check_strategy()
+        for which in ("train", "test"):
+            split: FairSplit = getattr(self, which)
+            self._check_shapes(which, split)
+            self._check_pixels(which, split.images)
+            self._check_ids(which, split)
+        self._check_class_coverage()
 
+    def _check_names(self) -> None:
+        """Class and group names: string tuples without repeats, their counts within the bounds."""
         for kind, names in (("class", self.class_names), ("group", self.group_names)):
             if not isinstance(names, tuple | list) or not all(isinstance(n, str) for n in names):
                 raise FairDistillError(f"{self.name}: {kind} names must be a tuple of strings")
@@ -299,12 +309,20 @@ class FairDataset:
             if len(self.train_group_names) == 0:
                 raise FairDistillError(f"{self.name}: train_group_names is empty")
             check_sizes(f"{self.name} (training groups)", self.num_classes, len(self.train_group_names))
+
+    def _check_normalisation(self) -> None:
+        """``mean`` and ``std``: as many of one as of the other, all finite, every std above zero."""
         if len(self.mean) != len(self.std):
             raise FairDistillError(f"{self.name}: mean has {len(self.mean)} entries but std {len(self.std)}")
         for m, v in zip(self.mean, self.std, strict=True):
             finite(m, f"{self.name}: mean")
             if not finite(v, f"{self.name}: std") > 0:
                 raise FairDistillError(f"{self.name}: std must be > 0, got {v!r}")
+
+    def _check_strategy(self) -> None:
+        """``dsa_strategy``: a string the augmentation parser accepts."""
+        from ..augment import parse_strategy
+
         if not isinstance(self.dsa_strategy, str):
             kind = type(self.dsa_strategy).__name__
             raise FairDistillError(f"{self.name}: dsa_strategy must be a string, got {kind}")
@@ -312,55 +330,65 @@ class FairDataset:
             parse_strategy(self.dsa_strategy)
         except FairDistillError as err:
             raise FairDistillError(f"{self.name}: dsa_strategy: {err}") from None
-        for which in ("train", "test"):
-            s: FairSplit = getattr(self, which)
-            x, y, a = s.images, s.labels, s.groups
-            if x.ndim != 4:
-                raise FairDistillError(f"{self.name} {which}: images must be (N, C, H, W), got {tuple(x.shape)}")
-            if x.shape[0] == 0:
-                raise FairDistillError(f"{self.name} {which}: the split is empty")
-            if min(x.shape[2:]) < 1:
-                raise FairDistillError(f"{self.name} {which}: images of size {tuple(x.shape[2:])} hold no pixel")
-            if y.shape != (x.shape[0],) or a.shape != (x.shape[0],):
-                raise FairDistillError(
-                    f"{self.name} {which}: {x.shape[0]} images but labels {tuple(y.shape)} and groups {tuple(a.shape)}"
-                )
-            if x.shape[1] != len(self.mean):
-                raise FairDistillError(
-                    f"{self.name} {which}: images have {x.shape[1]} channels, normalisation has {len(self.mean)}"
-                )
-            if x.shape[1:] != self.train.images.shape[1:]:
-                raise FairDistillError(f"{self.name}: train and test images differ in shape")
-            if isinstance(x, Uint8Images):
-                # uint8 pixels are always finite; scanning a streamed split would read it all
-                if x.mean != tuple(self.mean) or x.std != tuple(self.std):
-                    raise FairDistillError(f"{self.name} {which}: the image store's normalisation differs")
-            else:
-                if not isinstance(x, Tensor) or x.dtype != torch.float32:
-                    raise FairDistillError(
-                        f"{self.name} {which}: images must be float32 in model space, got {getattr(x, 'dtype', x)}"
-                    )
-                lo, hi = torch.aminmax(x)  # one pass, no mask the size of the data; NaN propagates
-                if not (torch.isfinite(lo) and torch.isfinite(hi)):
-                    raise FairDistillError(f"{self.name} {which}: images contain NaN or infinite values")
-            if not isinstance(y, Tensor) or not isinstance(a, Tensor) or y.dtype != torch.long or a.dtype != torch.long:
-                raise FairDistillError(f"{self.name} {which}: labels and groups must be int64 tensors")
-            if int(y.min()) < 0 or int(y.max()) >= self.num_classes:
-                raise FairDistillError(
-                    f"{self.name} {which}: labels outside [0, {self.num_classes}) "
-                    f"(found {int(y.min())}..{int(y.max())})"
-                )
-            g = len(self.group_names_of("train" if which == "train" else "test"))
-            lowest = UNLABELLED if which == "train" else 0
-            if int(a.min()) < lowest or int(a.max()) >= g:
-                note = (
-                    " (-1, an unknown group, is allowed in the train split only)"
-                    if which == "test"
-                    else " (-1 marks an unknown group)"
-                )
-                raise FairDistillError(
-                    f"{self.name} {which}: groups outside [0, {g}) (found {int(a.min())}..{int(a.max())}){note}"
-                )
+
+    def _check_shapes(self, which: Split, split: FairSplit) -> None:
+        """A split's shapes: 4-D non-empty images with this dataset's channels, one label and group each."""
+        x, y, a = split.images, split.labels, split.groups
+        if x.ndim != 4:
+            raise FairDistillError(f"{self.name} {which}: images must be (N, C, H, W), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise FairDistillError(f"{self.name} {which}: the split is empty")
+        if min(x.shape[2:]) < 1:
+            raise FairDistillError(f"{self.name} {which}: images of size {tuple(x.shape[2:])} hold no pixel")
+        if y.shape != (x.shape[0],) or a.shape != (x.shape[0],):
+            raise FairDistillError(
+                f"{self.name} {which}: {x.shape[0]} images but labels {tuple(y.shape)} and groups {tuple(a.shape)}"
+            )
+        if x.shape[1] != len(self.mean):
+            raise FairDistillError(
+                f"{self.name} {which}: images have {x.shape[1]} channels, normalisation has {len(self.mean)}"
+            )
+        if x.shape[1:] != self.train.images.shape[1:]:
+            raise FairDistillError(f"{self.name}: train and test images differ in shape")
+
+    def _check_pixels(self, which: Split, x: Tensor | Uint8Images) -> None:
+        """A store must carry this dataset's normalisation; an in-memory split must be finite float32."""
+        if isinstance(x, Uint8Images):
+            # uint8 pixels cannot be NaN, and scanning a streamed split would read all of it
+            if x.mean != tuple(self.mean) or x.std != tuple(self.std):
+                raise FairDistillError(f"{self.name} {which}: the image store's normalisation differs")
+            return
+        if not isinstance(x, Tensor) or x.dtype != torch.float32:
+            raise FairDistillError(
+                f"{self.name} {which}: images must be float32 in model space, got {getattr(x, 'dtype', x)}"
+            )
+        lo, hi = torch.aminmax(x)  # a single pass without a data-sized mask; a NaN shows in both ends
+        if not (torch.isfinite(lo) and torch.isfinite(hi)):
+            raise FairDistillError(f"{self.name} {which}: images contain NaN or infinite values")
+
+    def _check_ids(self, which: Split, split: FairSplit) -> None:
+        """Labels and groups: int64 tensors inside the ranges (-1, unknown group, in train only)."""
+        y, a = split.labels, split.groups
+        if not isinstance(y, Tensor) or not isinstance(a, Tensor) or y.dtype != torch.long or a.dtype != torch.long:
+            raise FairDistillError(f"{self.name} {which}: labels and groups must be int64 tensors")
+        if int(y.min()) < 0 or int(y.max()) >= self.num_classes:
+            raise FairDistillError(
+                f"{self.name} {which}: labels outside [0, {self.num_classes}) (found {int(y.min())}..{int(y.max())})"
+            )
+        g = len(self.group_names_of("train" if which == "train" else "test"))
+        lowest = UNLABELLED if which == "train" else 0
+        if int(a.min()) < lowest or int(a.max()) >= g:
+            note = (
+                " (-1, an unknown group, is allowed in the train split only)"
+                if which == "test"
+                else " (-1 marks an unknown group)"
+            )
+            raise FairDistillError(
+                f"{self.name} {which}: groups outside [0, {g}) (found {int(a.min())}..{int(a.max())}){note}"
+            )
+
+    def _check_class_coverage(self) -> None:
+        """Every class needs training images, and at least one of them with a group label."""
         empty = (self.class_counts("train") == 0).nonzero().flatten().tolist()
         if empty:
             names = listed([self.class_names[i] for i in empty])
@@ -393,13 +421,3 @@ def _source_files(params: dict[str, Any]) -> list[tuple[str, int, int]]:
     except OSError:
         return []
     return [(name, int(st.st_size), int(st.st_mtime_ns)) for name, st in stats]
-
-
-def normalise_uint8(pixels: Tensor | Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    """uint8 pixels (N, C, H, W) (a tensor or numpy array) -> float32 model-space images ``(x / 255 - mean) / std``."""
-    x = torch.as_tensor(pixels)
-    if x.dtype != torch.uint8 or x.ndim != 4:
-        raise FairDistillError(f"expected uint8 pixels of shape (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (x.float() / 255.0 - m) / s

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -181,52 +182,15 @@ def coloured_digits(
     group-balanced: ``counterfactual`` shows every test image in every colour, ``balanced`` gives
     each test image one colour, dealt evenly per class.
     """
-    if test_colours not in ("counterfactual", "balanced"):
-        raise FairDistillError(f"unknown test_colours {test_colours!r}; allowed: balanced, counterfactual")
-    if image_size is not None and not 8 <= image_size <= 64:
-        raise FairDistillError(f"image_size must lie in [8, 64], got {image_size}")
-    if padding not in PADDINGS:
-        raise FairDistillError(f"unknown padding {padding!r}; allowed: {', '.join(PADDINGS)}")
-    if not isinstance(binarize, bool):
-        raise FairDistillError(f"binarize must be True or False, got {binarize!r}")
-    check_fmnist_bg(fmnist_bg, variant, binarize)
-
-    def gray_of(x: Tensor) -> Tensor:
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
-        return resize_digits(x, image_size, padding) if image_size is not None else x
-
-    def normalise(pixels: Tensor) -> Tensor:
-        return pixels.sub_(0.5).div_(0.5)  # in place: a full-size split is ~0.7 GB of floats
-
-    def paint(gray: Tensor, groups: Tensor) -> Tensor:
-        return normalise(colourize(gray, groups, variant, binarize=binarize, fmnist_bg=fmnist_bg))
-
+    _check_digit_options(test_colours, image_size, padding, binarize, fmnist_bg, variant)
+    painter = _DigitPainter(variant, binarize, fmnist_bg, image_size, padding)
     y_train = train[1]
     a_train = biased_groups(y_train, rho, generator=rng.generator(seed, "colours"))
-    if stream:
-        raw = train[0]
-        if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 3:
-            raise FairDistillError(f"streamed digits need uint8 (N, H, W) numpy pixels, got {type(raw).__name__}")
-        side = image_size if image_size is not None else raw.shape[-1]
-
-        def decode(pixels: Tensor, rows: Tensor) -> Tensor:
-            return paint(gray_of(pixels), a_train[rows])
-
-        train_images: Tensor | Uint8Images = Uint8Images(raw, NORM, NORM, transform=decode, shape=(3, side, side))
-    else:
-        g_train = gray_of(torch.as_tensor(train[0]))
-        side = int(g_train.shape[-1])
-        train_images = paint(g_train, a_train)
-    if test_colours == "counterfactual":
-        g_test, y_test, a_test = counterfactual_test(gray_of(test[0]), test[1])
-    else:
-        g_test, y_test = gray_of(test[0]), test[1]
-        a_test = balanced_groups(y_test, generator=rng.generator(seed, "test-colours"))
-
+    train_images, side = _train_images(train[0], a_train, painter, stream)
     return FairDataset(
         name=name,
         train=FairSplit(train_images, y_train, a_train),
-        test=FairSplit(paint(g_test, a_test), y_test, a_test),
+        test=_test_split(test, painter, test_colours, seed),
         class_names=class_names,
         group_names=COLOUR_NAMES,
         mean=NORM,
@@ -246,6 +210,72 @@ def coloured_digits(
             "test_colours": test_colours,
         },
     )
+
+
+def _check_digit_options(
+    test_colours: str, image_size: int | None, padding: str, binarize: bool, fmnist_bg: str, variant: str
+) -> None:
+    """Refuse the options of :func:`coloured_digits` that it cannot build, the first one found."""
+    if test_colours not in ("counterfactual", "balanced"):
+        raise FairDistillError(f"unknown test_colours {test_colours!r}; allowed: balanced, counterfactual")
+    if image_size is not None and not 8 <= image_size <= 64:
+        raise FairDistillError(f"image_size must lie in [8, 64], got {image_size}")
+    if padding not in PADDINGS:
+        raise FairDistillError(f"unknown padding {padding!r}; allowed: {', '.join(PADDINGS)}")
+    if not isinstance(binarize, bool):
+        raise FairDistillError(f"binarize must be True or False, got {binarize!r}")
+    check_fmnist_bg(fmnist_bg, variant, binarize)
+
+
+@dataclass(frozen=True)
+class _DigitPainter:
+    """Grayscale digits -> model-space images: scaled to [0, 1], resized, coloured by group, normalised.
+
+    ``image_size`` None keeps the source's side; the other fields are :func:`coloured_digits`'s.
+    """
+
+    variant: Variant
+    binarize: bool
+    fmnist_bg: FmnistBg
+    image_size: int | None
+    padding: Padding
+
+    def gray(self, x: Tensor) -> Tensor:
+        """(N, H, W) images in [0, 1] at the target side (uint8 input is divided by 255 first)."""
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+        return resize_digits(x, self.image_size, self.padding) if self.image_size is not None else x
+
+    def paint(self, gray: Tensor, groups: Tensor) -> Tensor:
+        """Colour each image with its group's colour and map [0, 1] to [-1, 1]."""
+        pixels = colourize(gray, groups, self.variant, binarize=self.binarize, fmnist_bg=self.fmnist_bg)
+        return pixels.sub_(0.5).div_(0.5)  # in place: a full-size split is ~0.7 GB of floats
+
+
+def _train_images(
+    raw: Tensor | np.ndarray, groups: Tensor, painter: _DigitPainter, stream: bool
+) -> tuple[Tensor | Uint8Images, int]:
+    """The coloured training images and their side; ``stream`` keeps uint8 pixels, painted a batch at a time."""
+    if not stream:
+        gray = painter.gray(torch.as_tensor(raw))
+        return painter.paint(gray, groups), int(gray.shape[-1])
+    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 3:
+        raise FairDistillError(f"streamed digits need uint8 (N, H, W) numpy pixels, got {type(raw).__name__}")
+    side = painter.image_size if painter.image_size is not None else raw.shape[-1]
+
+    def decode(pixels: Tensor, rows: Tensor) -> Tensor:
+        return painter.paint(painter.gray(pixels), groups[rows])
+
+    return Uint8Images(raw, NORM, NORM, transform=decode, shape=(3, side, side)), side
+
+
+def _test_split(test: tuple[Tensor, Tensor], painter: _DigitPainter, test_colours: TestColours, seed: int) -> FairSplit:
+    """The group-balanced test split: every image in every colour, or one colour each dealt evenly per class."""
+    if test_colours == "counterfactual":
+        gray, labels, groups = counterfactual_test(painter.gray(test[0]), test[1])
+    else:
+        gray, labels = painter.gray(test[0]), test[1]
+        groups = balanced_groups(labels, generator=rng.generator(seed, "test-colours"))
+    return FairSplit(painter.paint(gray, groups), labels, groups)
 
 
 def describe_colouring(variant: Variant, binarize: bool, *, thing: str = "digit") -> str:

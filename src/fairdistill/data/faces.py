@@ -41,8 +41,9 @@ from torch import Tensor
 from .. import rng
 from ..errors import FairDistillError, unknown_name
 from .cache import cached_arrays
-from .dataset import FairDataset, FairSplit, normalise_uint8
+from .dataset import FairDataset, FairSplit
 from .files import Layout, MissingDataError, corrupt, data_root_from
+from .pixels import normalise_uint8
 from .store import Uint8Images
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,45 @@ def _check_size(image_size: int) -> int:
     if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer) or not 8 <= image_size <= 512:
         raise FairDistillError(f"image_size must be an integer in [8, 512], got {image_size!r}")
     return int(image_size)
+
+
+def _first(names: Sequence[str], shown: int) -> str:
+    """The first ``shown`` of ``names``, joined by commas, with ", ..." when some are left out."""
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
+def _cached_pixels(
+    key: str,
+    sources: Sequence[Path],
+    params: dict,
+    parts: dict[str, tuple[str, Sequence[Path]]],
+    *,
+    size: int,
+    resample: Resample = "bilinear",
+    cache_dir: str | Path | None,
+    cache: bool,
+) -> dict[str, np.ndarray]:
+    """The decoded pixels of each named list of image files, from the cache or decoded (and stored) now.
+
+    ``parts`` maps each array name of the entry to (what the progress log calls it, its files), decoded
+    in that order; ``sources`` and ``params`` identify the entry (see
+    :func:`~fairdistill.data.cache.cached_arrays`).
+    """
+
+    def build() -> dict[str, np.ndarray]:
+        return {name: decode_images(paths, size, what=what, resample=resample) for name, (what, paths) in parts.items()}
+
+    return cached_arrays(key, sources, params, build, cache_dir=cache_dir, cache=cache)
+
+
+def _cell_sizes(labels: np.ndarray, groups: np.ndarray, cells: Sequence[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """How many images fall in each (class, group) cell of ``cells``."""
+    return {cell: int(((labels == cell[0]) & (groups == cell[1])).sum()) for cell in cells}
+
+
+def _face_dataset(name: str, norm: tuple[Norm, Norm], **fields) -> FairDataset:
+    """A face benchmark's :class:`FairDataset`, its mean and std both taken from ``norm``."""
+    return FairDataset(name=name, mean=norm[0], std=norm[1], **fields)
 
 
 def _is_image_name(name: str) -> bool:
@@ -272,77 +312,30 @@ def utkface(
     load, so changing ``seed`` or ``test_per_cell`` does not decode again.
     """
     size = _check_size(image_size)
-    if isinstance(test_per_cell, bool) or not isinstance(test_per_cell, int) or test_per_cell < 1:
-        raise FairDistillError(f"test_per_cell must be a positive integer, got {test_per_cell!r}")
-    if test_cells not in ("equal", "capped"):
-        raise FairDistillError(f"unknown test_cells {test_cells!r}; allowed: capped, equal")
-    root = data_root_from(data_root)
-    folder = UTKFACE_LAYOUT.find(root)
-
-    paths: list[Path] = []
-    ages: list[int] = []
-    races: list[int] = []
-    bad: list[str] = []
-    others = 0
-    for path in _images_in(folder, nested=False):
-        parsed = parse_utkface_name(path.name)
-        if parsed is None:
-            bad.append(path.name)
-            continue
-        age, _gender, race = parsed
-        if race == UTK_OTHERS:
-            others += 1
-            continue
-        paths.append(path)
-        ages.append(age)
-        races.append(race)
-    if bad:
-        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
-        log.warning(
-            "UTKFace: skipped %d file(s) in %s whose names do not read as {age}_{gender}_{race}_{datetime}: %s",
-            len(bad),
-            folder,
-            shown,
-        )
-    if others:
-        log.info("UTKFace: dropped %d image(s) of race 4 ('Others')", others)
-    if not paths:
-        raise MissingDataError(f"{folder}: no UTKFace image of race 0-3 with a readable name")
-
-    arrays = cached_arrays(
+    _check_utkface_split(test_per_cell, test_cells)
+    folder = UTKFACE_LAYOUT.find(data_root_from(data_root))
+    paths, ages, races = _utkface_images(folder)
+    pixels = _cached_pixels(
         "utkface",
         paths,
         {"image_size": size, "transform": TRANSFORM},
-        lambda: {"pixels": decode_images(paths, size, what="UTKFace")},
+        {"pixels": ("UTKFace", paths)},
+        size=size,
         cache_dir=cache_dir,
         cache=cache,
-    )
-    pixels = arrays["pixels"]
+    )["pixels"]
     labels = np.array([utk_age_bin(a) for a in ages], dtype=np.int64)
     groups = np.array(races, dtype=np.int64)
-    cells = [(y, a) for y in range(len(UTK_CLASSES)) for a in range(len(UTK_RACES))]
-    sizes = {cell: int(((labels == cell[0]) & (groups == cell[1])).sum()) for cell in cells}
-    if test_cells == "equal":
-        empty = [f"({UTK_CLASSES[y]}, {UTK_RACES[a]})" for (y, a), n in sizes.items() if n == 0]
-        if empty:
-            log.warning("UTKFace: no image in cell(s) %s; the test share is set by the other cells", ", ".join(empty))
-        per_cell = min(test_per_cell, min(n for n in sizes.values() if n))
-        quota: Callable[[int], int] = lambda n: min(n, per_cell)  # noqa: E731
-        what = f"{per_cell} per cell"
-    else:
-        quota = lambda n: min(n, test_per_cell)  # noqa: E731
-        what = f"<= {test_per_cell} per cell (capped, our option)"
-    test_idx = _cell_sample(labels, groups, cells, quota, seed, ("utkface-test",))
+    test_idx, what = _utkface_test_rows(labels, groups, test_per_cell, test_cells, seed)
     train_mask = np.ones(len(labels), dtype=bool)
     train_mask[test_idx] = False
-    return FairDataset(
-        name="utkface",
+    return _face_dataset(
+        "utkface",
+        UTKFACE_NORM,
         train=_split(pixels, labels, groups, np.flatnonzero(train_mask), norm=UTKFACE_NORM, stream=stream),
         test=_split(pixels, labels, groups, test_idx, norm=UTKFACE_NORM),
         class_names=UTK_CLASSES,
         group_names=UTK_RACES,
-        mean=UTKFACE_NORM[0],
-        std=UTKFACE_NORM[1],
         description=f"UTKFace {size}x{size}: age bin by race, natural train, test {what}",
         params={
             "image_size": size,
@@ -352,6 +345,71 @@ def utkface(
             "transform": TRANSFORM,
         },
     )
+
+
+def _check_utkface_split(test_per_cell: int, test_cells: str) -> None:
+    """Refuse a ``test_per_cell`` that is not a positive integer and an unknown ``test_cells``."""
+    if isinstance(test_per_cell, bool) or not isinstance(test_per_cell, int) or test_per_cell < 1:
+        raise FairDistillError(f"test_per_cell must be a positive integer, got {test_per_cell!r}")
+    if test_cells not in ("equal", "capped"):
+        raise FairDistillError(f"unknown test_cells {test_cells!r}; allowed: capped, equal")
+
+
+def _utkface_images(folder: Path) -> tuple[list[Path], list[int], list[int]]:
+    """The kept images of a UTKFace folder, in file-name order, with the age and race their names give.
+
+    A name that does not parse is skipped with a warning, a race-4 ("Others") image is dropped
+    (logged); a folder left with no image raises :class:`MissingDataError`.
+    """
+    paths: list[Path] = []
+    ages: list[int] = []
+    races: list[int] = []
+    bad: list[str] = []
+    others = 0
+    for path in _images_in(folder, nested=False):
+        parsed = parse_utkface_name(path.name)
+        if parsed is None:
+            bad.append(path.name)
+        elif parsed[2] == UTK_OTHERS:
+            others += 1
+        else:
+            paths.append(path)
+            ages.append(parsed[0])
+            races.append(parsed[2])
+    if bad:
+        log.warning(
+            "UTKFace: skipped %d file(s) in %s whose names do not read as {age}_{gender}_{race}_{datetime}: %s",
+            len(bad),
+            folder,
+            _first(bad, 5),
+        )
+    if others:
+        log.info("UTKFace: dropped %d image(s) of race 4 ('Others')", others)
+    if not paths:
+        raise MissingDataError(f"{folder}: no UTKFace image of race 0-3 with a readable name")
+    return paths, ages, races
+
+
+def _utkface_test_rows(
+    labels: np.ndarray, groups: np.ndarray, test_per_cell: int, test_cells: str, seed: int
+) -> tuple[np.ndarray, str]:
+    """The sorted rows that form the UTKFace test set, and how the description states its size.
+
+    ``"equal"``: the same number from every cell, ``test_per_cell`` or the smallest non-empty
+    cell's size when that is less; ``"capped"``: up to ``test_per_cell`` from each cell.
+    """
+    cells = [(y, a) for y in range(len(UTK_CLASSES)) for a in range(len(UTK_RACES))]
+    if test_cells == "equal":
+        sizes = _cell_sizes(labels, groups, cells)
+        empty = [f"({UTK_CLASSES[y]}, {UTK_RACES[a]})" for (y, a), n in sizes.items() if n == 0]
+        if empty:
+            log.warning("UTKFace: no image in cell(s) %s; the test share is set by the other cells", ", ".join(empty))
+        per_cell = min(test_per_cell, min(n for n in sizes.values() if n))
+        what = f"{per_cell} per cell"
+    else:
+        per_cell = test_per_cell
+        what = f"<= {test_per_cell} per cell (capped, our option)"
+    return _cell_sample(labels, groups, cells, lambda n: min(n, per_cell), seed, ("utkface-test",)), what
 
 
 # ---- BFFHQ ------------------------------------------------------------------------------------
@@ -409,7 +467,42 @@ def bffhq(
         raise FairDistillError(f"unknown resample {resample!r}; allowed: {', '.join(sorted(TRANSFORMS))}")
     transform = TRANSFORMS[resample]
     root = data_root_from(data_root)
-    folder = BFFHQ_LAYOUT.find(root)
+    listed, attrs = _bffhq_images(root, BFFHQ_LAYOUT.find(root))
+    train_paths = listed["align"] + listed["conflict"]
+    test_paths = listed["test"]
+    arrays = _cached_pixels(
+        "bffhq",
+        train_paths + test_paths,
+        {"image_size": size, "transform": transform, "percent": BFFHQ_PERCENT},
+        {"train": ("BFFHQ train", train_paths), "test": ("BFFHQ test", test_paths)},
+        size=size,
+        resample=resample,
+        cache_dir=cache_dir,
+        cache=cache,
+    )
+    train_attr = np.concatenate([attrs["align"], attrs["conflict"]])
+    test_attr = attrs["test"]
+    return _face_dataset(
+        "bffhq",
+        BFFHQ_NORM,
+        train=_split(arrays["train"], train_attr[:, 0], train_attr[:, 1], norm=BFFHQ_NORM, stream=stream),
+        test=_split(arrays["test"], test_attr[:, 0], test_attr[:, 1], norm=BFFHQ_NORM),
+        class_names=BFFHQ_CLASSES,
+        group_names=BFFHQ_GROUPS,
+        description=(
+            f"BFFHQ {size}x{size} ({resample}): age by gender, {BFFHQ_PERCENT} bias-conflicting train, official test"
+            + ("" if resample == "bicubic" else "; bilinear resize, our option")
+        ),
+        params={"image_size": size, "percent": BFFHQ_PERCENT, "transform": transform},
+    )
+
+
+def _bffhq_images(root: Path, folder: Path) -> tuple[dict[str, list[Path]], dict[str, np.ndarray]]:
+    """The image files of the parts ``align``, ``conflict`` and ``test``, and their (age, gender) rows.
+
+    A part without images raises the layout error. An ``align`` image whose two fields differ (or a
+    ``conflict`` one whose fields agree) is only counted in a warning: its labels are kept as named.
+    """
     parts = {
         "align": folder / BFFHQ_PERCENT / "align",
         "conflict": folder / BFFHQ_PERCENT / "conflict",
@@ -426,40 +519,7 @@ def bffhq(
         if odd:
             kind = "conflicting" if aligned else "aligned"
             log.warning("BFFHQ: %d image(s) in %s are bias-%s by their names", odd, parts[part], kind)
-
-    train_paths = listed["align"] + listed["conflict"]
-    test_paths = listed["test"]
-
-    def build() -> dict[str, np.ndarray]:
-        return {
-            "train": decode_images(train_paths, size, what="BFFHQ train", resample=resample),
-            "test": decode_images(test_paths, size, what="BFFHQ test", resample=resample),
-        }
-
-    arrays = cached_arrays(
-        "bffhq",
-        train_paths + test_paths,
-        {"image_size": size, "transform": transform, "percent": BFFHQ_PERCENT},
-        build,
-        cache_dir=cache_dir,
-        cache=cache,
-    )
-    train_attr = np.concatenate([attrs["align"], attrs["conflict"]])
-    test_attr = attrs["test"]
-    return FairDataset(
-        name="bffhq",
-        train=_split(arrays["train"], train_attr[:, 0], train_attr[:, 1], norm=BFFHQ_NORM, stream=stream),
-        test=_split(arrays["test"], test_attr[:, 0], test_attr[:, 1], norm=BFFHQ_NORM),
-        class_names=BFFHQ_CLASSES,
-        group_names=BFFHQ_GROUPS,
-        mean=BFFHQ_NORM[0],
-        std=BFFHQ_NORM[1],
-        description=(
-            f"BFFHQ {size}x{size} ({resample}): age by gender, {BFFHQ_PERCENT} bias-conflicting train, official test"
-            + ("" if resample == "bicubic" else "; bilinear resize, our option")
-        ),
-        params={"image_size": size, "percent": BFFHQ_PERCENT, "transform": transform},
-    )
+    return listed, attrs
 
 
 # ---- CelebA -----------------------------------------------------------------------------------
@@ -586,10 +646,48 @@ def celeba(
     Labels are read from ``list_attr_celeba.txt`` on every load, never from the cache.
     """
     size = _check_size(image_size)
-    root = data_root_from(data_root)
-    folder = CELEBA_LAYOUT.find(root)
-    attr_file = folder / "list_attr_celeba.txt"
-    part_file = folder / "list_eval_partition.txt"
+    folder = CELEBA_LAYOUT.find(data_root_from(data_root))
+    attr_file, part_file = folder / "list_attr_celeba.txt", folder / "list_eval_partition.txt"
+    names, files, values, partition = _celeba_tables(attr_file, part_file, target, sensitive)
+    img_dir = _celeba_images_present(folder, files, attr_file)
+    files, values, train_rows, test_rows = _celeba_partitions(files, values, partition, part_file)
+    arrays = _cached_pixels(
+        "celeba",
+        [part_file, img_dir],
+        {"image_size": size, "transform": TRANSFORM, "partitions": [0, 2]},
+        {
+            "train": ("CelebA train", [img_dir / files[i] for i in train_rows]),
+            "test": ("CelebA test", [img_dir / files[i] for i in test_rows]),
+        },
+        size=size,
+        cache_dir=cache_dir,
+        cache=cache,
+    )
+    labels = (values[:, names.index(target)] == 1).astype(np.int64)
+    groups = (values[:, names.index(sensitive)] == 1).astype(np.int64)
+    y_test, a_test = labels[test_rows], groups[test_rows]
+    chosen, per_cell = _celeba_balanced_test(y_test, a_test, target, sensitive, seed)
+    return _face_dataset(
+        "celeba",
+        CELEBA_NORM,
+        train=_split(arrays["train"], labels[train_rows], groups[train_rows], norm=CELEBA_NORM, stream=stream),
+        test=_split(arrays["test"], y_test, a_test, chosen, norm=CELEBA_NORM),
+        class_names=(f"not {target}", target),
+        group_names=(f"not {sensitive}", sensitive),
+        description=f"CelebA {size}x{size}: {target} by {sensitive}, natural train, balanced test ({per_cell}/cell)",
+        params={"target": target, "sensitive": sensitive, "image_size": size, "seed": seed, "transform": TRANSFORM},
+    )
+
+
+def _celeba_tables(
+    attr_file: Path, part_file: Path, target: str, sensitive: str
+) -> tuple[list[str], list[str], np.ndarray, dict[str, int]]:
+    """CelebA's two text files, read and checked against each other and against the chosen attributes.
+
+    Returns what :func:`read_celeba_attributes` reads (attribute names, file names, values) and each
+    file's partition. Both attributes must be among the names and differ, and both files must list
+    the same images.
+    """
     names, files, values = read_celeba_attributes(attr_file)
     for attribute in (target, sensitive):
         if attribute not in names:
@@ -602,13 +700,28 @@ def celeba(
     if extra or lacking:
         which = f"{lacking[0]} is missing" if lacking else f"{extra[0]} is not in {attr_file.name}"
         raise corrupt(part_file, f"it must list the same images as {attr_file.name}, but {which}")
+    return names, files, values, partition
+
+
+def _celeba_images_present(folder: Path, files: list[str], attr_file: Path) -> Path:
+    """The image folder, once every file that ``attr_file`` lists is known to be in it."""
     img_dir, present = _celeba_image_folder(folder)
     missing = [f for f in files if f not in present]
     if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        raise MissingDataError(f"{img_dir}: {len(missing)} image(s) listed in {attr_file} are missing: {shown}")
+        raise MissingDataError(
+            f"{img_dir}: {len(missing)} image(s) listed in {attr_file} are missing: {_first(missing, 3)}"
+        )
+    return img_dir
 
-    order = np.argsort(np.array(files))  # work in file-name order whatever the text files' order
+
+def _celeba_partitions(
+    files: list[str], values: np.ndarray, partition: dict[str, int], part_file: Path
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The files and values in file-name order (whatever the text files' order), and the train and test rows.
+
+    Train is partition 0 and test partition 2; ``part_file`` is named in the error when either is empty.
+    """
+    order = np.argsort(np.array(files))
     files = [files[i] for i in order]
     values = values[order]
     split_of = np.array([partition[f] for f in files], dtype=np.int64)
@@ -616,46 +729,25 @@ def celeba(
     test_rows = np.flatnonzero(split_of == 2)
     if len(train_rows) == 0 or len(test_rows) == 0:
         raise corrupt(part_file, "it needs images in partition 0 (train) and partition 2 (test)")
-    train_paths = [img_dir / files[i] for i in train_rows]
-    test_paths = [img_dir / files[i] for i in test_rows]
+    return files, values, train_rows, test_rows
 
-    def build() -> dict[str, np.ndarray]:
-        return {
-            "train": decode_images(train_paths, size, what="CelebA train"),
-            "test": decode_images(test_paths, size, what="CelebA test"),
-        }
 
-    arrays = cached_arrays(
-        "celeba",
-        [part_file, img_dir],
-        {"image_size": size, "transform": TRANSFORM, "partitions": [0, 2]},
-        build,
-        cache_dir=cache_dir,
-        cache=cache,
-    )
-    t, s = names.index(target), names.index(sensitive)
-    labels = (values[:, t] == 1).astype(np.int64)
-    groups = (values[:, s] == 1).astype(np.int64)
-    y_test, a_test = labels[test_rows], groups[test_rows]
+def _celeba_balanced_test(
+    y_test: np.ndarray, a_test: np.ndarray, target: str, sensitive: str, seed: int
+) -> tuple[np.ndarray, int]:
+    """Positions in the test partition that balance its four (class, group) cells, and how many per cell.
+
+    Every cell gives as many images as the smallest has; an empty cell makes that impossible and raises.
+    """
     cells = [(y, a) for y in (0, 1) for a in (0, 1)]
-    sizes = {cell: int(((y_test == cell[0]) & (a_test == cell[1])).sum()) for cell in cells}
+    sizes = _cell_sizes(y_test, a_test, cells)
     per_cell = min(sizes.values())
     if per_cell == 0:
         empty = [c for c, n in sizes.items() if n == 0]
         shown = ", ".join(f"{target}={'1' if y else '-1'} & {sensitive}={'1' if a else '-1'}" for y, a in empty)
         raise FairDistillError(f"CelebA test partition has no image with {shown}: it cannot be balanced")
     chosen = _cell_sample(y_test, a_test, cells, lambda n: per_cell, seed, ("celeba-test", target, sensitive))
-    return FairDataset(
-        name="celeba",
-        train=_split(arrays["train"], labels[train_rows], groups[train_rows], norm=CELEBA_NORM, stream=stream),
-        test=_split(arrays["test"], y_test, a_test, chosen, norm=CELEBA_NORM),
-        class_names=(f"not {target}", target),
-        group_names=(f"not {sensitive}", sensitive),
-        mean=CELEBA_NORM[0],
-        std=CELEBA_NORM[1],
-        description=f"CelebA {size}x{size}: {target} by {sensitive}, natural train, balanced test ({per_cell}/cell)",
-        params={"target": target, "sensitive": sensitive, "image_size": size, "seed": seed, "transform": TRANSFORM},
-    )
+    return chosen, per_cell
 
 
 __all__ = [

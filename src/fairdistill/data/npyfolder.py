@@ -52,8 +52,9 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import FairDistillError
 from ..validate import parse, read_json_file
-from .dataset import MAX_CLASSES, MAX_GROUPS, FairDataset, FairSplit, check_sizes, listed, normalise_uint8
+from .dataset import MAX_CLASSES, MAX_GROUPS, FairDataset, FairSplit, check_sizes, listed
 from .files import MissingDataError, data_root_from
+from .pixels import normalise_uint8
 from .store import NpyFile, Reader, Uint8Images, inspect_npy, load_npy
 
 KEY = "npy"
@@ -250,60 +251,16 @@ def npy_folder(
     Its ``params`` identify the files: the folder, each array's size and modification time (ns)
     and the SHA-256 of ``meta.json`` (see :meth:`~fairdistill.data.FairDataset.fingerprint`).
     """
-    folder = data_root_from(data_root)
-    if folder is None:
-        raise MissingDataError(f"dataset {KEY!r} reads a folder of .npy arrays: give it with --data-root")
-    missing = [f for f in FILES if not (folder / f).is_file()]
-    if missing:
-        raise MissingDataError(
-            f"{folder}: missing {', '.join(missing)}; the {KEY!r} dataset needs {', '.join(FILES)} (+ optional {META})"
-        )
+    folder = _npy_root(data_root)
     meta, meta_sha = _meta(folder)
     headers = {name: inspect_npy(folder / name) for name in FILES}
-
-    # the images: headers only; shapes must agree, normalisation must match the channels
-    layout: dict[str, bool] = {}
-    for s in SPLITS:
-        layout[s] = _images(headers[f"{s}_images.npy"], meta.layout)
-    shape = _chw(headers["train_images.npy"], layout["train"])
-    test_shape = _chw(headers["test_images.npy"], layout["test"])
-    if test_shape != shape:
-        raise FairDistillError(f"{folder}: train images are {shape} (C, H, W) but test images {test_shape}")
-    c = shape[0]
-    for field, values in (("mean", meta.mean), ("std", meta.std)):
-        if values is not None and len(values) != c:
-            raise FairDistillError(
-                f"{folder / META}: {field} has {len(values)} entries but the images have {c} channel(s)"
-            )
-    mean = tuple(meta.mean) if meta.mean is not None else (0.5,) * c
-    std = tuple(meta.std) if meta.std is not None else (0.5,) * c
-
-    # the ids: headers, then values, bounded before any name or table is built from them
-    ids: dict[str, np.ndarray] = {}
-    ranges: dict[str, dict[str, tuple[NpyFile, int, int]]] = {"labels": {}, "groups": {}}
-    for s in SPLITS:
-        n = headers[f"{s}_images.npy"].shape[0]
-        for what in ("labels", "groups"):
-            f = headers[f"{s}_{what}.npy"]
-            _ids_header(f, n, what)
-            values = load_npy(f, mmap=False)
-            ranges[what][s] = (f, int(values.min()), int(values.max()))
-            ids[f"{s}_{what}"] = values
-    classes = _names(meta.classes, ranges["labels"], "classes", MAX_CLASSES)
-    groups = _names(meta.groups, ranges["groups"], "groups", MAX_GROUPS)
-    for what, names, declared in (("labels", classes, meta.classes), ("groups", groups, meta.groups)):
-        for s, (f, lo, hi) in ranges[what].items():
-            lowest = -1 if (what, s) == ("groups", "train") else 0
-            _check_range(f, lo, hi, lowest, len(names), what, declared is not None)
-    check_sizes(str(folder), len(classes), len(groups))
+    layout, shape = _image_layout(folder, headers, meta.layout)
+    mean, std = _normalisation(folder, meta, shape[0])
+    ids, ranges = _read_ids(headers)
+    classes, groups = _class_and_group_names(folder, meta, ranges)
 
     def split(s: str) -> FairSplit:
-        f, last = headers[f"{s}_images.npy"], layout[s]
-        px = load_npy(f, mmap=True)
-        kwargs: dict[str, Any] = {"channels_last": last, "read": read}
-        if px.ndim == 3:  # one channel without its axis
-            kwargs.update(shape=shape, transform=lambda raw, rows: normalise_uint8(raw.unsqueeze(1), mean, std))
-        store = Uint8Images(px, mean, std, **kwargs)
+        store = _image_store(headers[f"{s}_images.npy"], layout[s], shape, mean, std, read)
         y = torch.from_numpy(ids[f"{s}_labels"].astype(np.int64))
         a = torch.from_numpy(ids[f"{s}_groups"].astype(np.int64))
         return FairSplit(store if stream else store.materialise(), y, a)
@@ -322,6 +279,101 @@ def npy_folder(
         params={"source": str(folder.resolve()), "files": files, "meta_sha256": meta_sha},
         **extra,
     )
+
+
+def _npy_root(data_root: str | Path | None) -> Path:
+    """The folder to read, once it is known to hold every array file (``meta.json`` may be absent)."""
+    folder = data_root_from(data_root)
+    if folder is None:
+        raise MissingDataError(f"dataset {KEY!r} reads a folder of .npy arrays: give it with --data-root")
+    missing = [f for f in FILES if not (folder / f).is_file()]
+    if missing:
+        raise MissingDataError(
+            f"{folder}: missing {', '.join(missing)}; the {KEY!r} dataset needs {', '.join(FILES)} (+ optional {META})"
+        )
+    return folder
+
+
+def _image_layout(
+    folder: Path, headers: dict[str, NpyFile], declared: str | None
+) -> tuple[dict[str, bool], tuple[int, int, int]]:
+    """Whether each split's images are stored channels-last, and the (C, H, W) shape both splits share.
+
+    Read from the headers alone; train and test images of different shapes are refused.
+    """
+    layout = {s: _images(headers[f"{s}_images.npy"], declared) for s in SPLITS}
+    shape = _chw(headers["train_images.npy"], layout["train"])
+    test_shape = _chw(headers["test_images.npy"], layout["test"])
+    if test_shape != shape:
+        raise FairDistillError(f"{folder}: train images are {shape} (C, H, W) but test images {test_shape}")
+    return layout, shape
+
+
+def _normalisation(folder: Path, meta: NpyMeta, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` from ``meta.json``, 0.5 per channel for each one left out; one entry per channel."""
+    for field, values in (("mean", meta.mean), ("std", meta.std)):
+        if values is not None and len(values) != channels:
+            raise FairDistillError(
+                f"{folder / META}: {field} has {len(values)} entries but the images have {channels} channel(s)"
+            )
+    mean = tuple(meta.mean) if meta.mean is not None else (0.5,) * channels
+    std = tuple(meta.std) if meta.std is not None else (0.5,) * channels
+    return mean, std
+
+
+def _read_ids(
+    headers: dict[str, NpyFile],
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, tuple[NpyFile, int, int]]]]:
+    """Every split's labels and groups, header checked before the values are read.
+
+    Returns the arrays by ``"{split}_{labels|groups}"`` and, by kind and split, (file, smallest id,
+    largest id): what the names and the range checks are made from.
+    """
+    ids: dict[str, np.ndarray] = {}
+    ranges: dict[str, dict[str, tuple[NpyFile, int, int]]] = {"labels": {}, "groups": {}}
+    for s in SPLITS:
+        n = headers[f"{s}_images.npy"].shape[0]
+        for what in ("labels", "groups"):
+            f = headers[f"{s}_{what}.npy"]
+            _ids_header(f, n, what)
+            values = load_npy(f, mmap=False)
+            ranges[what][s] = (f, int(values.min()), int(values.max()))
+            ids[f"{s}_{what}"] = values
+    return ids, ranges
+
+
+def _class_and_group_names(
+    folder: Path, meta: NpyMeta, ranges: dict[str, dict[str, tuple[NpyFile, int, int]]]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The class and group names (declared or numbered), once every id is known to have one.
+
+    Only the training groups may hold -1 (an unknown group); the counts must stay within the bounds
+    of :func:`~fairdistill.data.dataset.check_sizes`.
+    """
+    classes = _names(meta.classes, ranges["labels"], "classes", MAX_CLASSES)
+    groups = _names(meta.groups, ranges["groups"], "groups", MAX_GROUPS)
+    for what, names, declared in (("labels", classes, meta.classes), ("groups", groups, meta.groups)):
+        for s, (f, lo, hi) in ranges[what].items():
+            lowest = -1 if (what, s) == ("groups", "train") else 0
+            _check_range(f, lo, hi, lowest, len(names), what, declared is not None)
+    check_sizes(str(folder), len(classes), len(groups))
+    return classes, groups
+
+
+def _image_store(
+    f: NpyFile,
+    channels_last: bool,
+    shape: tuple[int, int, int],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    read: Reader,
+) -> Uint8Images:
+    """A memory-mapped store over one checked images file; (N, H, W) pixels get their channel axis on reading."""
+    px = load_npy(f, mmap=True)
+    kwargs: dict[str, Any] = {"channels_last": channels_last, "read": read}
+    if px.ndim == 3:  # one channel without its axis
+        kwargs.update(shape=shape, transform=lambda raw, rows: normalise_uint8(raw.unsqueeze(1), mean, std))
+    return Uint8Images(px, mean, std, **kwargs)
 
 
 __all__ = ["FILES", "KEY", "META", "NpyMeta", "npy_folder"]

@@ -2,7 +2,7 @@
 
 A :class:`Uint8Images` holds uint8 pixels, in memory or in a ``.npy`` file on disk, plus the
 normalisation of the dataset. Indexing it with an index tensor returns float32 model-space images
-``(x / 255 - mean) / std``, computed exactly as :func:`~fairdistill.data.dataset.normalise_uint8`
+``(x / 255 - mean) / std``, computed exactly as :func:`~fairdistill.data.pixels.normalise_uint8`
 does, so a streamed split gives bit-identical batches to one normalised up front. ``.to(device)``
 materialises the whole split, for the few code paths that need it at once (group inference, the
 evaluation's test split).
@@ -33,6 +33,7 @@ from torch import Tensor
 from ..errors import FairDistillError
 from ..validate import one_line
 from .files import corrupt
+from .pixels import normalise_uint8
 
 Reader = Literal["pread", "mmap"]
 
@@ -213,8 +214,6 @@ class Uint8Images:
             raw = raw.permute(0, 3, 1, 2).contiguous()
         if self.transform is not None:
             return self.transform(raw, torch.from_numpy(rows))
-        from .dataset import normalise_uint8
-
         return normalise_uint8(raw, self.mean, self.std)
 
     def _stored_rows(self, index: Tensor | np.ndarray | slice) -> np.ndarray:

@@ -12,7 +12,7 @@ over the groups A_y present in the class. :func:`solve_barycenter` solves it for
 =========== ========= ============================ ===========================================================
 target      name      d(x, m)                      how b is found
 =========== ========= ============================ ===========================================================
-barycenter  l2sq      ||x - m||_2^2                closed form: the mean (the ``barycenter`` target, targets.py)
+barycenter  l2sq      ||x - m||_2^2                closed form: the mean (the ``barycenter`` target, core.py)
 bary-l1     l1        ||x - m||_1                  closed form: the coordinate-wise median
 bary-l2     l2        ||x - m||_2                  L-BFGS: the geometric median
 bary-linf   linf      ||x - m||_inf                L-BFGS on a log-sum-exp smoothing, sharpened in two stages
@@ -70,10 +70,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .distances import Distance
-from .errors import FairDistillError
-from .registry import Registry
-from .targets import ALL, TARGETS, Barycenter, GroupStats, Target
+from ..distances import Distance
+from ..errors import FairDistillError
+from ..registry import Registry
+from .core import ALL, TARGETS, Barycenter, GroupStats, Target
 
 #: L-BFGS iterations of a numerical solve (per smoothing stage for linf)
 LBFGS_ITERS = {"l2": 50, "linf": 25}

@@ -21,7 +21,7 @@ Under squared L2, group-sync and barycenter have identical gradients up to the f
 barycenter coincide exactly (fact 5). Tests check both.
 
 Generalised barycenters (``bary-l1``, ``bary-l2``, ``bary-linf``, ``bary-cosine``, ``bary-huber``) and the
-Wasserstein-2 barycenter of the group feature clouds (``bary-w2``) live in :mod:`fairdistill.barycenters`,
+Wasserstein-2 barycenter of the group feature clouds (``bary-w2``) live in :mod:`fairdistill.targets.barycenters`,
 which registers them here.
 
 Backbones whose statistic is not a feature mean (DC: a gradient) use the same targets through
@@ -39,9 +39,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .distances import Distance
-from .errors import FairDistillError
-from .registry import Registry
+from ..distances import Distance
+from ..errors import FairDistillError
+from ..registry import Registry
 
 Sampling = Literal["class", "stratified"]
 #: every class (the ``classes`` argument of :meth:`Target.loss` in a single process)
@@ -378,14 +378,6 @@ class UniformSampling(Target):
         return stats.counts / stats.counts.sum(1, keepdim=True).clamp_min(1)
 
 
-def get_target(name: str) -> Target:
-    return TARGETS.get(name)()
-
-
-def list_targets(pattern: str = "*") -> list[str]:
-    return TARGETS.list(pattern)
-
-
 def resolve_sampling(target: Target, sampling: str | None) -> str:
     """The sampling a target uses: the given one (validated) or the target's default."""
     if sampling is None:
@@ -395,7 +387,3 @@ def resolve_sampling(target: Target, sampling: str | None) -> str:
             f"target {target.name!r} cannot use sampling {sampling!r}; allowed: {', '.join(target.samplings)}"
         )
     return sampling
-
-
-# The generalised barycenter targets register themselves on import (the module needs the classes above).
-from . import barycenters as _barycenters  # noqa: E402, F401
