@@ -301,3 +301,14 @@ def test_api_compare_runs_cafe_end_to_end(digits):
         assert 0 <= res.results[name].aggregate()["acc"]["mean"] <= 100
     cfg = replace(profile_configs("cpu", 10, backbone="cafe")[0], iterations=2)
     assert res.summary["distill_config"] == cfg.to_dict()
+
+
+def test_a_methods_own_image_rate_is_the_base_of_its_schedule(digits, cpu):
+    """A method's ``lr_img`` (its settings) is what CAFE's halving schedule starts from, not the run's."""
+    own = MethodSpec("own", backbone="cafe", target="barycenter", settings={"lr_img": 0.01, "img_optimizer": "adam"})
+    plain = MethodSpec("own", backbone="cafe", target="barycenter", settings={"img_optimizer": "adam"})
+    together = run(digits, [MethodSpec("vanilla", backbone="cafe"), own], cpu, lr_img=0.1)["own"]
+    alone = run(digits, [plain], cpu, lr_img=0.01)["own"]
+    assert torch.equal(together.images, alone.images)
+    at_run_rate = run(digits, [plain], cpu, lr_img=0.1)["own"]
+    assert not torch.equal(together.images, at_run_rate.images)

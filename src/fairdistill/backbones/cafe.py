@@ -113,11 +113,10 @@ class CAFE(Bilevel):
 
     def prepare(self, engine: Engine, it: int) -> Iteration:
         state = super().prepare(engine, it)
-        lr = image_lr(engine.config, it)
         for run in engine.runs:
             run.discs = []
-            for group in run.optimizer.param_groups:
-                group["lr"] = lr
+            for group in run.optimizer.param_groups:  # the method's own rate, on the run's schedule
+                group["lr"] = image_lr(run.config, it)
         return state
 
     def match(self, engine: Engine, run: CAFERun, state: Iteration, it: int, step: int) -> float:
