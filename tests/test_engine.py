@@ -27,6 +27,10 @@ SMALL = {
     "idc": dict(
         ipc=2, iterations=2, batch_real=8, model_kwargs={"width": 8}, outer_loop=2, inner_loop=1, lr_img=0.1, factor=2
     ),
+    "mtt": dict(
+        ipc=2, iterations=2, model_kwargs={"width": 8}, syn_steps=2, expert_epochs=1, max_start_epoch=1,
+        num_experts=2, expert_train_epochs=2, lr_img=100.0,
+    ),  # fmt: skip
 }
 
 
@@ -66,7 +70,13 @@ def check_idc(out, init, distance):
     check_dc(out, init, distance)
 
 
-CHECKS = {"dm": check_dm, "dc": check_dc, "cafe": check_cafe, "idc": check_idc}
+def check_mtt(out, init, distance):
+    assert out.images.shape == (20, 3, 8, 8)
+    assert out.meta["final_loss"] > 0 and 0 < out.meta["step_size"] != 0.01  # the step size is learnt
+    assert (out.meta["syn_steps"], out.meta["expert_epochs"], out.meta["num_experts"]) == (2, 1, 2)
+
+
+CHECKS = {"dm": check_dm, "dc": check_dc, "cafe": check_cafe, "idc": check_idc, "mtt": check_mtt}
 
 
 @pytest.mark.parametrize("backbone,target,distance,embedder", combinations())

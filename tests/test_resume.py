@@ -112,6 +112,10 @@ BACKBONE_RUNS = {
     "dc": dict(preset="cobra", backbone="dc", iterations=4, outer_loop=2, inner_loop=1),
     "idc": dict(preset="cobra", backbone="idc", iterations=4, outer_loop=2, inner_loop=1, factor=2),
     "cafe": dict(preset="fairdd", backbone="cafe", iterations=5, outer_loop=2, inner_loop=2),
+    "mtt": dict(
+        preset="cobra", backbone="mtt", iterations=5, syn_steps=2, expert_epochs=1, max_start_epoch=1,
+        num_experts=2, expert_train_epochs=2, lr_img=100.0,
+    ),  # fmt: skip
 }
 
 
@@ -126,7 +130,7 @@ def test_interrupted_distill_resumes_bit_identical(tmp_path, backbone):
     resumed = fd.distill("digits-fg", out=part, checkpoint_every=1, resume=True, **kw)
     straight = fd.distill("digits-fg", out=whole, **kw)
     assert torch.equal(resumed.images, straight.images)
-    for key in ("final_loss", "final_feature_loss", "inner_epochs", "inner_stop_reasons", "stored_images"):
+    for key in ("final_loss", "final_feature_loss", "inner_epochs", "inner_stop_reasons", "stored_images", "step_size"):
         assert resumed.meta.get(key) == straight.meta.get(key), key
     assert torch.equal(load_synthetic(part).images, straight.images)
     assert not temporaries(tmp_path)

@@ -45,7 +45,7 @@ from .checkpoint import (
     save_checkpoint,
     tensor_hash,
 )
-from .config import DistillConfig, EvalConfig, MethodSpec
+from .config import DistillConfig, EvalConfig, MethodSpec, check_run_values
 from .data import FairDataset, load_dataset
 from .data.groups import apply_group_options
 from .errors import FairDistillError
@@ -59,6 +59,7 @@ from .evaluate import (
     evaluation_executor,
 )
 from .executor import Executor
+from .experts import ExpertBuffer, ExpertConfig, train_experts
 from .plan import (
     ComparePlan,
     DataPlan,
@@ -68,10 +69,12 @@ from .plan import (
     distill_plan,
     eval_settings,
     evaluate_plan,
+    override,
     partial_path,
 )
-from .presets import preset_name
+from .presets import DEFAULT_COMPARE_METHODS, default_profile, preset_name, profile_configs
 from .record import PhaseTimer, model_rows, run_record
+from .runtime import resolve_device
 
 if TYPE_CHECKING:
     from .report import Report
@@ -191,8 +194,8 @@ def distill_set(
     backbone = get_backbone(method.backbone)
     if runtime.current().world_size > 1 and not backbone.shards_classes:
         raise FairDistillError(
-            f"backbone {method.backbone!r} cannot yet be sharded across processes; run it in one process "
-            "(without torchrun) or use --backbone dm"
+            f"backbone {method.backbone!r} {backbone.unsharded}; run it in one process (without torchrun) "
+            "or use --backbone dm"
         )
     ckpt = _Checkpoints(plan.out, identity, plan.checkpoint_every, plan.resume, plan.device)
     sets, seconds = _distill_sets(backbone, data, [method], plan.config, ckpt, plan.device, progress)
@@ -231,6 +234,7 @@ def _distill_sets(
 ) -> tuple[dict[str, SyntheticSet], float]:
     """``specs`` distilled in lockstep, saved to and resumed from ``ckpt``; the sets and the wall time."""
     start = time.perf_counter()
+    backbone.prepare_run(data, specs, config, device=device, progress=progress)  # MTT: its experts
     cb = ckpt.callback(progress)
     with ckpt.guard():  # an error (NaN images...) says where the last good checkpoint is
         sets = backbone.distill(data, specs, config, device=device, callback=cb, resume=ckpt.state)
@@ -533,7 +537,7 @@ class CompareResult:
 def compare(
     dataset: str | FairDataset = "cmnist-fg-mini",
     *,
-    methods: Sequence[str] = ("vanilla", "fairdd", "cobra", "fair"),
+    methods: Sequence[str] = DEFAULT_COMPARE_METHODS,
     baselines: Sequence[str] = ("random", "random-balanced", "full"),
     preset: str | None = None,
     backbone: str = "dm",
@@ -870,3 +874,33 @@ def report(
     from .report import report as write_report
 
     return write_report(run_dirs, out, progress=progress)
+
+
+def experts(
+    dataset: str | FairDataset = "cmnist-fg-mini",
+    *,
+    target: str = "population",
+    num_experts: int | None = None,
+    epochs: int | None = None,
+    out: str | Path | None = None,
+    preset: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    data_root: str | Path | None = None,
+    progress: Progress | None = None,
+) -> ExpertBuffer:
+    """Train (or find) the expert trajectories MTT matches: ``target`` population, barycenter or uniform-sampling.
+
+    The settings are the MTT settings of the profile ``preset`` (default: ``gpu`` or ``cpu`` by
+    device) with ``num_experts`` and ``epochs`` overridden where given; ``out``: the buffers' folder
+    (default: the cache, keyed by the dataset's fingerprint and the expert settings, where
+    ``--backbone mtt`` finds them). Experts already there are checked and kept.
+    """
+    check_run_values(seed=seed, counts={"num_experts": num_experts, "epochs": epochs})
+    dev = resolve_device(device)
+    data = _dataset(dataset, data_root)
+    dcfg, _ = profile_configs(preset or default_profile(dev), 10, seed, "mtt")
+    dcfg = override(dcfg, num_experts=num_experts, expert_train_epochs=epochs)
+    hook = None if progress is None else (lambda d, t, _s: progress(f"experts {target}", d, t))
+    config = ExpertConfig.from_distill(dcfg, target)
+    return train_experts(data, config, folder=out, device=dev, progress=hook)

@@ -97,6 +97,14 @@ InitOpt = Annotated[
         "of the same seed) or noise; for every method of the run (default: each recipe's own).",
     ),
 ]
+UnrollOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--unroll-checkpoint/--no-unroll-checkpoint",
+        help="MTT: recompute the student's steps in the backward pass (memory of the parameters, not of "
+        "syn_steps x batch_syn activations; the same gradients). Default: the profile's (off).",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output and no notes.")]
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Log details (INFO); same as the global `fairdistill -v`.")
@@ -285,6 +293,7 @@ def distill(
     checkpoint_every: CheckpointOpt = 50,
     resume: ResumeOpt = False,
     init: InitOpt = None,
+    unroll_checkpoint: UnrollOpt = None,
     stream: StreamOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -399,6 +408,7 @@ def compare(
     checkpoint_every: CheckpointOpt = 50,
     resume: ResumeOpt = False,
     init: InitOpt = None,
+    unroll_checkpoint: UnrollOpt = None,
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Also write report.html and report.md into --out.")
     ] = True,
@@ -479,6 +489,40 @@ def _print_table(rows: dict[str, dict], title: str) -> None:
     for name, m in rows.items():
         table.add_row(name, *(format_mean_std(m[k]) for k in ("acc", "deo_m", "deo_a", "worst_group_acc")))
     out_console.print(table)
+
+
+@app.command()
+def experts(
+    dataset: DatasetOpt = "cmnist-fg-mini",
+    data_root: DataRootOpt = None,
+    target: Annotated[
+        str, typer.Option("--target", help="population (MTT's experts), barycenter or uniform-sampling.")
+    ] = "population",
+    num_experts: Annotated[int | None, typer.Option("--experts", help="How many (default: the profile's).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs each (default: the profile's).")] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", help="Folder of the buffers (default: the cache, where MTT finds them).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Profile of the MTT settings: cpu or gpu.")] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train the expert trajectories MTT matches (one safetensors file per expert; resumable, cached)."""
+    params = dict(locals())  # the options as given; taken first, before any other name is bound here
+    from . import api
+
+    if verbose:
+        _configure_logging(True)
+    with _user_errors(), _progress(quiet) as hook:
+        buffer = api.experts(dataset, progress=hook, **_api_kwargs(params, skip=("dataset",)))
+    cfg = buffer.config
+    out_console.print(
+        f"{len(buffer)} {cfg.target} expert(s) x {cfg.epochs} epochs of {cfg.model} on {buffer.dataset.name} "
+        f"-> {buffer.folder}",
+        highlight=False,
+    )
 
 
 @app.command()

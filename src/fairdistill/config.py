@@ -263,7 +263,36 @@ class DistillConfig:
     clamp_pixels: bool = True
     #: CAFE: "sum" of the per-class feature losses, or "mean" over the classes (COBRA-CAFE divides by K)
     class_reduction: str = "sum"
+    # MTT (trajectory matching) only, see backbones.mtt and experts: the student's SGD steps on the
+    # synthetic set per iteration, the expert epochs it must cover, the latest start epoch, the
+    # learning rate of the learnable step size and that step size's start, the synthetic images per
+    # student step (None: all of them), and whether the unrolled steps are recomputed in the backward
+    syn_steps: int = 20
+    expert_epochs: int = 2
+    max_start_epoch: int = 20
+    lr_lr: float = 1e-5
+    lr_teacher: float = 0.01
+    batch_syn: int | None = None
+    unroll_checkpoint: bool = False
+    # MTT's experts (fairdistill.experts): how many, their epochs on the real data, their plain SGD
+    # (MTT: lr 0.01, no momentum, no weight decay) and batch, DSA while they train, and where their
+    # buffers live (None: the cache folder, keyed by the dataset and these settings)
+    num_experts: int = 100
+    expert_train_epochs: int = 50
+    expert_lr: float = 0.01
+    expert_batch: int = 256
+    expert_dsa: bool = True
+    experts_dir: str | None = None
     seed: int = 0
+
+    def _validate_mtt(self) -> None:
+        for name, low in (("syn_steps", 1), ("expert_epochs", 1), ("max_start_epoch", 0), ("num_experts", 1)):
+            check_count(name, getattr(self, name), low)
+        check_count("expert_train_epochs", self.expert_train_epochs, 1)
+        check_count("expert_batch", self.expert_batch, 1)
+        check_optional_count("batch_syn", self.batch_syn, 1)
+        for name in ("lr_lr", "lr_teacher", "expert_lr"):
+            check_number(name, getattr(self, name), low=0.0, low_open=True)
 
     def validate(self) -> DistillConfig:
         """Check every setting (types, ranges, finiteness; :data:`MAX_COUNT`), raising :class:`FairDistillError`."""
@@ -296,6 +325,7 @@ class DistillConfig:
         check_count("factor", self.factor, 1)
         if self.train_dsa_mode not in DSA_MODES:
             raise FairDistillError(f"unknown train_dsa_mode {self.train_dsa_mode!r}; allowed: {', '.join(DSA_MODES)}")
+        self._validate_mtt()
         if self.idc_init not in ("mix", "single"):
             raise FairDistillError(f"unknown idc_init {self.idc_init!r}; allowed: mix, single")
         if self.class_reduction not in ("sum", "mean"):

@@ -26,7 +26,16 @@ from .errors import FairDistillError, unknown_name
 from .evaluate import BASELINES
 from .executor import EXECUTORS, check_workers
 from .outputs import check_out_dir, check_out_file
-from .presets import DEFAULT_BACKBONE, PROFILES, default_profile, get_method, profile_configs, resolve_preset
+from .presets import (
+    DEFAULT_BACKBONE,
+    DEFAULT_COMPARE_METHODS,
+    PROFILES,
+    default_profile,
+    get_method,
+    profile_configs,
+    recipes_for,
+    resolve_preset,
+)
 from .profiles import cpu_scale
 from .runtime import resolve_device
 
@@ -232,6 +241,8 @@ def compare_plan(args: Mapping[str, Any]) -> ComparePlan:
     PROFILES.get(profile)
     if args["scale"] not in SCALES:
         raise unknown_name("scale", str(args["scale"]), [s for s in SCALES if s])
+    if tuple(methods) == DEFAULT_COMPARE_METHODS:  # the default: the backbone's forms of those it has
+        methods = [m for m in methods if m in recipes_for(args["backbone"])]
     specs = _compare_specs(methods, baselines, args["backbone"], profile, args["ipc"])
     data = _data_plan(args)
     dcfg, ecfg, cuts = _compare_configs(args, profile, data.key)

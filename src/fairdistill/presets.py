@@ -263,13 +263,34 @@ CAFE_RECIPES.add(
     _FAIR_WHAT.format(what="barycenter of the group means of every layer, stratified batches"),
 )
 
+MTT_RECIPES: Registry[MethodSpec] = Registry("mtt method")
+MTT_RECIPES.add(
+    "vanilla",
+    MethodSpec("vanilla", backbone="mtt", target="population", distance="l2sq"),
+    "trajectory matching of experts trained on the data as it comes (MTT)",
+)
+MTT_RECIPES.add(
+    "cobra",
+    MethodSpec("cobra", backbone="mtt", target="barycenter", distance="l2sq"),
+    "trajectory matching of barycentric experts: every step follows the mean of the group gradients (COBRA-MTT)",
+)
+MTT_RECIPES.add(
+    "uniform-sampling",
+    MethodSpec("uniform-sampling", backbone="mtt", target="uniform-sampling", distance="l2sq"),
+    "trajectory matching of experts trained on group-balanced batches (re-balancing baseline)",
+)
+
 DEFAULT_BACKBONE = "dm"
+#: what ``compare`` distils unless told otherwise (each backbone's forms of those it has: MTT has no
+#: FairDD, whose summed group gradients are the barycentric trajectory at |A| times the rate)
+DEFAULT_COMPARE_METHODS: tuple[str, ...] = ("vanilla", "fairdd", "cobra", "fair")
 #: each backbone's recipes; a recipe name means the same idea on every backbone that has it
 BACKBONE_RECIPES: dict[str, Registry[MethodSpec]] = {
     "dm": RECIPES,
     "dc": DC_RECIPES,
     "idc": IDC_RECIPES,
     "cafe": CAFE_RECIPES,
+    "mtt": MTT_RECIPES,
 }
 
 

@@ -94,6 +94,19 @@ FIELD_SOURCES: dict[str, str] = {
     "idc_align_corners": "IDC (Kim et al.): bilinear decoding with align_corners=False",
     "clamp_pixels": "IDC (Kim et al.): stored pixels clamped to [0, 1] every iteration",
     "class_reduction": "CAFE: the feature losses summed over the classes",
+    "syn_steps": "MTT (Cazenavette et al.): 20 student steps (library default)",
+    "expert_epochs": "MTT (Cazenavette et al.): 2 expert epochs per segment",
+    "max_start_epoch": "MTT (Cazenavette et al.): start epochs below 20",
+    "lr_lr": "MTT (Cazenavette et al.): --lr_lr 1e-05",
+    "lr_teacher": "MTT (Cazenavette et al.): the step size starts at 0.01",
+    "batch_syn": "MTT (Cazenavette et al.): the whole synthetic set per student step",
+    "unroll_checkpoint": f"{OURS}: the plain unroll (--unroll-checkpoint recomputes the steps in the backward)",
+    "num_experts": "MTT (Cazenavette et al.) buffer.py: 100 experts",
+    "expert_train_epochs": "MTT (Cazenavette et al.) buffer.py: 50 epochs",
+    "expert_lr": "MTT (Cazenavette et al.) buffer.py: plain SGD at 0.01",
+    "expert_batch": "MTT (Cazenavette et al.) buffer.py: batch 256",
+    "expert_dsa": "MTT (Cazenavette et al.) buffer.py: DSA on",
+    "experts_dir": f"{OURS}: the cache folder, keyed by the dataset and the expert settings",
     # evaluation
     "num_models": f"{OURS}: library default",
     "epochs": f"{OURS}: library default",
@@ -116,6 +129,11 @@ _COMMON = (
     "model_kwargs", "dsa", "dsa_strategy", "seed",
 )  # fmt: skip
 BACKBONE_FIELDS: dict[str, tuple[str, ...]] = {
+    "mtt": (
+        *_COMMON, "syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_teacher", "batch_syn",
+        "unroll_checkpoint", "num_experts", "expert_train_epochs", "expert_lr", "expert_batch", "expert_dsa",
+        "experts_dir",
+    ),  # fmt: skip
     "dm": (*_COMMON, "train_dsa_mode", "warm_epochs", "warm_momentum", "warm_weight_decay"),
     "dc": (*_COMMON, "train_dsa_mode", "outer_loop", "inner_loop", "lr_net"),
     "idc": (
@@ -244,6 +262,7 @@ class Profile:
 # ---- shared pieces -------------------------------------------------------------------------------------
 NET128 = {"width": 128, "depth": 3, "norm": "instance"}
 NET32 = {"width": 32, "depth": 3, "norm": "instance"}
+NET16 = {"width": 16, "depth": 3, "norm": "instance"}
 #: the DSA strategy every reference script passes (flips included, also for digits)
 REF_DSA = "color_crop_cutout_flip_scale_rotate"
 
@@ -548,6 +567,52 @@ def _gpu() -> dict[str, BackboneProfile]:
         "dc": BackboneProfile(dc, ev, group_settings=fair),
         "cafe": BackboneProfile(cafe, ev, group_settings=fair),
         "idc": BackboneProfile(idc, ev, group_settings=fair),
+        "mtt": BackboneProfile(_mtt_gpu(net), ev, group_settings=fair),
+    }
+
+
+_MTT = "MTT's recipe (Cazenavette et al., CIFAR-10 IPC 10; buffer.py, distill.py)"
+
+
+def _mtt_gpu(net: Setting) -> dict[str, Setting]:
+    """Our GPU profile for MTT is MTT's own CIFAR-10 IPC-10 recipe, each setting naming its flag. MTT
+    whitens CIFAR with ZCA and then steps the images at 100; fairdistill has no ZCA, so the images step
+    at MTT's rate without ZCA, 1000."""
+    return {
+        "iterations": ours(5000, f"{_MTT}: --Iteration 5000"),
+        "syn_steps": ours(30, f"{_MTT}: --syn_steps 30"),
+        "expert_epochs": ours(2, f"{_MTT}: --expert_epochs 2"),
+        "max_start_epoch": ours(20, f"{_MTT}: --max_start_epoch 20"),
+        "lr_img": ours(1000.0, f"{_MTT}: --lr_img 1000 without ZCA (100 with ZCA; fairdistill applies no ZCA)"),
+        "lr_lr": ours(1e-5, f"{_MTT}: --lr_lr 1e-05"),
+        "lr_teacher": ours(0.01, f"{_MTT}: --lr_teacher 0.01 (the step size's start)"),
+        "img_momentum": ours(0.5, f"{_MTT}: SGD momentum 0.5 on the images"),
+        "batch_syn": ours(None, f"{_MTT}: --batch_syn = the whole set at IPC 10"),
+        "num_experts": ours(100, f"{_MTT}: buffer.py --num_experts 100"),
+        "expert_train_epochs": ours(50, f"{_MTT}: buffer.py --train_epochs 50"),
+        "expert_lr": ours(0.01, f"{_MTT}: buffer.py --lr_teacher 0.01, no momentum, no weight decay"),
+        "expert_batch": ours(256, f"{_MTT}: buffer.py --batch_train 256"),
+        "expert_dsa": ours(True, f"{_MTT}: buffer.py trains the experts with DSA"),
+        "model_kwargs": net,
+    }
+
+
+def _mtt_cpu() -> dict[str, Setting]:
+    why = "compare --backbone mtt in 15 minutes on two CPU cores, experts included"
+    return {
+        "iterations": ours(100, why),
+        "syn_steps": ours(8, f"{why} (MTT: 30)"),
+        "batch_syn": ours(20, f"{why}: 20 of the 100 synthetic images per student step (MTT: all at IPC 10)"),
+        "expert_epochs": ours(2, "MTT: --expert_epochs 2"),
+        "max_start_epoch": ours(3, f"{why} (MTT: 20 of 50 expert epochs)"),
+        "lr_img": ours(1000.0, "MTT's image rate without ZCA"),
+        "lr_lr": ours(1e-5, "MTT: --lr_lr 1e-05"),
+        "lr_teacher": ours(0.01, "MTT: --lr_teacher 0.01"),
+        "num_experts": ours(3, f"{why} (MTT: 100)"),
+        "expert_train_epochs": ours(5, f"{why} (MTT: 50)"),
+        "expert_lr": ours(0.01, "MTT: plain SGD at 0.01"),
+        "expert_batch": ours(256, "MTT: --batch_train 256"),
+        "model_kwargs": ours(dict(NET16), f"{why}: experts and student ConvNet width 16 (evaluated at width 32)"),
     }
 
 
@@ -599,6 +664,7 @@ def _cpu() -> dict[str, BackboneProfile]:
         "dc": BackboneProfile(dc, ev, group_settings=fair),
         "cafe": BackboneProfile(cafe, ev, group_settings=fair),
         "idc": BackboneProfile(idc, idc_ev, group_settings=fair),
+        "mtt": BackboneProfile(_mtt_cpu(), ev, group_settings=fair),
     }
 
 

@@ -1,4 +1,4 @@
-"""Backbones: what is matched (DM features, DC gradients, IDC multi-formation gradients, CAFE layers; MTT later).
+"""Backbones: what is matched (DM features, DC gradients, IDC multi-formation gradients, CAFE layers, MTT trajectories).
 
 A backbone distils one or several :class:`~fairdistill.config.MethodSpec` at once ("lockstep":
 every method sees the same networks, real batches and augmentations, and shared forward passes
@@ -17,6 +17,7 @@ from .dc import DC
 from .dm import DM
 from .engine import Engine, IterationCallback, IterationState, LockstepBackbone, MethodRun
 from .idc import IDC
+from .mtt import MTT
 
 
 def get_backbone(name: str) -> Backbone:
@@ -34,6 +35,7 @@ __all__ = [
     "DM",
     "Engine",
     "IDC",
+    "MTT",
     "Backbone",
     "IterationCallback",
     "IterationState",

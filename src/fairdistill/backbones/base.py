@@ -47,9 +47,22 @@ class Backbone:
     sample_targets: bool = False
     #: runs class-sharded across the processes of a torchrun launch (:mod:`fairdistill.runtime`)
     shards_classes: bool = False
+    #: why a backbone that does not shard classes cannot run across processes (said when torchrun starts it)
+    unsharded: str = "cannot yet be sharded across processes"
     #: :class:`DistillConfig` fields a method may set for itself (``MethodSpec.settings``): every backbone
     #: lets a method choose how its images start and move (:data:`IMAGE_SETTINGS`)
     method_settings: tuple[str, ...] = IMAGE_SETTINGS
+
+    def prepare_run(
+        self,
+        dataset: FairDataset,
+        methods: Sequence[MethodSpec],
+        config: DistillConfig,
+        *,
+        device: torch.device,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        """Before a run: make what it needs that outlives it (MTT: its expert trajectories), with progress."""
 
     @classmethod
     def supports(cls, target: Target) -> bool:

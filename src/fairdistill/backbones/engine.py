@@ -202,6 +202,10 @@ class Engine:
         self.k, self.g = dataset.num_classes, dataset.num_train_groups
         self.updates, self.inner = backbone.schedule(config)
         self.rt: Runtime = runtime.current()
+        if self.rt.world_size > 1 and not backbone.shards_classes:
+            raise FairDistillError(
+                f"backbone {backbone.name!r} {backbone.unsharded}; run it in one process (without torchrun)"
+            )
         self.shard = class_shard(self.rt, self.k, config.ipc)  # this process's classes (all in one process)
         inits, labels = method_initial_images(methods, config, lambda c: backbone.initial_images(dataset, c))
         self.syn_labels = labels[self.shard.rows].to(device)  # this process's stored images' labels
