@@ -198,3 +198,10 @@ def test_the_experts_command_trains_finds_and_refuses(tmp_path):
     res = CliRunner().invoke(app, [*args, "--target", "group-sync"])
     assert res.exit_code == 2 and "no expert trajectory" in res.output
     assert len([line for line in res.output.splitlines() if line.strip()]) == 1  # one line
+
+
+def test_an_experts_folder_that_is_a_file_is_refused(digits, tmp_path):
+    path = tmp_path / "buffers"
+    path.write_text("not a folder")
+    with pytest.raises(FairDistillError, match="is a file, not a folder"):
+        train_experts(digits, experts_config(), folder=path)

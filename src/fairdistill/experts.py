@@ -292,6 +292,8 @@ def train_experts(
     """
     config.validate()
     where = expert_folder(dataset, config, folder)
+    if where.exists() and not where.is_dir():
+        raise FairDistillError(f"the experts' folder {where} is a file, not a folder")
     where.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     for i in range(config.num_experts):

@@ -1,7 +1,8 @@
 """MTT: dataset distillation by matching training trajectories (Cazenavette et al., CVPR 2022), with any expert target.
 
-Each iteration draws, for every method alike, an expert index i and a start epoch t below
-``max_start_epoch``, the student's synthetic batches and their DSA transforms. Each method reads
+Each iteration draws, for every method alike, an expert index i, a start epoch t from 0 to
+``max_start_epoch`` inclusive (MTT draws below it), the student's synthetic batches and their DSA
+transforms. Each method reads
 epochs t and t + M (``expert_epochs``) of expert i of ITS target's buffer (:mod:`fairdistill.experts`:
 population experts for vanilla MTT, the barycentric trajectory for COBRA), starts a student at
 theta*_t and takes ``syn_steps`` SGD steps on its synthetic images with a learnable step size alpha,
@@ -111,7 +112,9 @@ def checkpointed_unroll(student, start, target, batches, alpha, inputs) -> Tenso
     thetas = [start]
     theta = start
     for x, y in batches:
-        theta = student_step(student, theta.detach().requires_grad_(True), x().detach(), y, alpha.detach(), False)
+        with torch.no_grad():  # the batch only: its graph is rebuilt in the backward pass
+            xk = x()
+        theta = student_step(student, theta.detach().requires_grad_(True), xk, y, alpha.detach(), False)
         thetas.append(theta.detach())
     end = thetas[-1].requires_grad_(True)
     loss = normalised_l2sq(end, target, start)
