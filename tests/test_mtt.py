@@ -162,7 +162,7 @@ def test_bad_mtt_settings_are_one_line_errors(digits, cpu):
     mtt = get_backbone("mtt")
     spec = MethodSpec("v", backbone="mtt")
     with pytest.raises(FairDistillError, match="beyond the experts' 2 epochs"):
-        mtt.distill(digits, [spec], DistillConfig(**{**SMALL, "max_start_epoch": 2}), device=cpu)
+        mtt.distill(digits, [spec], DistillConfig(**{**SMALL, "max_start_epoch": 3}), device=cpu)
     with pytest.raises(FairDistillError, match="num_experts must be >= 1"):
         mtt.distill(digits, [spec], DistillConfig(**{**SMALL, "num_experts": 0}), device=cpu)
     with pytest.raises(FairDistillError, match="no expert trajectory.*FairDD"):
@@ -181,7 +181,7 @@ def test_the_cpu_profile_names_mtts_gpu_recipe_and_ours(digits):
     assert gpu["lr_img"][0] == 1000.0 and "ZCA" in gpu["lr_img"][1]
     assert (gpu["num_experts"][0], gpu["expert_train_epochs"][0]) == (100, 50)
     cpu = PROFILES.get("cpu").settings(10, "mtt")["distill"]
-    assert cpu["max_start_epoch"][0] + cpu["expert_epochs"][0] <= cpu["expert_train_epochs"][0]
+    assert cpu["max_start_epoch"][0] - 1 + cpu["expert_epochs"][0] <= cpu["expert_train_epochs"][0]
     assert json.dumps({k: v[0] for k, v in cpu.items()})  # every value is plain data
 
 
@@ -205,3 +205,17 @@ def test_an_experts_folder_that_is_a_file_is_refused(digits, tmp_path):
     path.write_text("not a folder")
     with pytest.raises(FairDistillError, match="is a file, not a folder"):
         train_experts(digits, experts_config(), folder=path)
+
+
+def test_start_epochs_are_drawn_below_max_start_epoch_as_mtt_draws_them():
+    from types import SimpleNamespace
+
+    from fairdistill import rng
+
+    config = DistillConfig(**{**SMALL, "max_start_epoch": 3, "expert_train_epochs": 4})
+    engine = SimpleNamespace(
+        config=config, syn_labels=torch.zeros(4, dtype=torch.long), dsa=None, device=torch.device("cpu"),
+        generator=lambda purpose, *keys: rng.generator(0, f"mtt-{purpose}", *keys),
+    )  # fmt: skip
+    starts = {get_backbone("mtt").prepare(engine, it).start for it in range(60)}
+    assert starts == {0, 1, 2}

@@ -264,9 +264,10 @@ class DistillConfig:
     #: CAFE: "sum" of the per-class feature losses, or "mean" over the classes (COBRA-CAFE divides by K)
     class_reduction: str = "sum"
     # MTT (trajectory matching) only, see backbones.mtt and experts: the student's SGD steps on the
-    # synthetic set per iteration, the expert epochs it must cover, the latest start epoch, the
-    # learning rate of the learnable step size and that step size's start, the synthetic images per
-    # student step (None: all of them), and whether the unrolled steps are recomputed in the backward
+    # synthetic set per iteration, the expert epochs it must cover, the bound the start epoch is drawn
+    # below (as MTT draws it), the learning rate of the learnable step size and that step size's start,
+    # the synthetic images per student step (None: all of them), and whether the unrolled steps are
+    # recomputed in the backward
     syn_steps: int = 20
     expert_epochs: int = 2
     max_start_epoch: int = 20
@@ -286,7 +287,7 @@ class DistillConfig:
     seed: int = 0
 
     def _validate_mtt(self) -> None:
-        for name, low in (("syn_steps", 1), ("expert_epochs", 1), ("max_start_epoch", 0), ("num_experts", 1)):
+        for name, low in (("syn_steps", 1), ("expert_epochs", 1), ("max_start_epoch", 1), ("num_experts", 1)):
             check_count(name, getattr(self, name), low)
         check_count("expert_train_epochs", self.expert_train_epochs, 1)
         check_count("expert_batch", self.expert_batch, 1)

@@ -1,7 +1,7 @@
 """MTT: dataset distillation by matching training trajectories (Cazenavette et al., CVPR 2022), with any expert target.
 
-Each iteration draws, for every method alike, an expert index i, a start epoch t from 0 to
-``max_start_epoch`` inclusive (MTT draws below it), the student's synthetic batches and their DSA
+Each iteration draws, for every method alike, an expert index i, a start epoch t below
+``max_start_epoch`` (as MTT draws it), the student's synthetic batches and their DSA
 transforms. Each method reads
 epochs t and t + M (``expert_epochs``) of expert i of ITS target's buffer (:mod:`fairdistill.experts`:
 population experts for vanilla MTT, the barycentric trajectory for COBRA), starts a student at
@@ -158,10 +158,11 @@ class MTT(LockstepBackbone):
 
     def start(self, engine: Engine, run: MTTRun) -> None:
         cfg = engine.config
-        if cfg.max_start_epoch + cfg.expert_epochs > cfg.expert_train_epochs:
+        if cfg.max_start_epoch - 1 + cfg.expert_epochs > cfg.expert_train_epochs:
             raise FairDistillError(
-                f"max_start_epoch + expert_epochs = {cfg.max_start_epoch} + {cfg.expert_epochs} is beyond the "
-                f"experts' {cfg.expert_train_epochs} epochs; lower them or train longer experts"
+                f"the latest start epoch + expert_epochs = {cfg.max_start_epoch - 1} + {cfg.expert_epochs} is "
+                f"beyond the experts' {cfg.expert_train_epochs} epochs (starts are drawn below max_start_epoch "
+                f"= {cfg.max_start_epoch}); lower them or train longer experts"
             )
         experts = ExpertConfig.from_distill(cfg, run.spec.target)
         run.experts = engine.once(
@@ -177,7 +178,7 @@ class MTT(LockstepBackbone):
     def prepare(self, engine: Engine, it: int) -> Draw:
         cfg, n = engine.config, len(engine.syn_labels)
         expert = int(torch.randint(cfg.num_experts, (1,), generator=engine.generator("expert", it)))
-        start = int(torch.randint(cfg.max_start_epoch + 1, (1,), generator=engine.generator("start", it)))
+        start = int(torch.randint(cfg.max_start_epoch, (1,), generator=engine.generator("start", it)))
         size = cfg.batch_syn or n
         gen = engine.generator("batch", it)
         order: list[Tensor] = []
