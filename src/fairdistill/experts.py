@@ -102,7 +102,7 @@ class ExpertConfig:
             )
             allowed = ", ".join(EXPERT_TARGETS)
             raise FairDistillError(
-                f"backbone 'mtt' cannot use target {self.target!r}: it has no expert trajectory{why}; "
+                f"MTT's experts cannot use target {self.target!r}: it has no expert trajectory{why}; "
                 f"targets with experts: {allowed}"
             )
         check_count("num_experts", self.num_experts, 1)
