@@ -25,7 +25,7 @@ def no_loading(monkeypatch):
         raise AssertionError("a dataset or a set was loaded while making a plan")
 
     monkeypatch.setattr(fd, "_dataset", tripwire)
-    monkeypatch.setattr(fd, "load_synthetic", tripwire)
+    monkeypatch.setattr(fd, "find_set", tripwire)  # how evaluate reads a set, in any layout
 
 
 def _compare_plan(*args, **kwargs) -> ComparePlan:

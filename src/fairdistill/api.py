@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +23,9 @@ import torch
 from . import runtime
 from .artifacts import (
     SyntheticSet,
-    check_synthetic,
     environment,
     final_files,
     finish_interrupted_writes,
-    load_synthetic,
     save_grid,
     save_synthetic,
     write_json,
@@ -60,6 +58,7 @@ from .evaluate import (
 )
 from .executor import Executor
 from .experts import ExpertBuffer, ExpertConfig, train_experts
+from .layouts import find_set, read_set
 from .plan import (
     ComparePlan,
     DataPlan,
@@ -75,6 +74,7 @@ from .plan import (
 from .presets import DEFAULT_COMPARE_METHODS, default_profile, preset_name, profile_configs
 from .record import PhaseTimer, model_rows, run_record
 from .runtime import resolve_device
+from .training import LOSSES, label_kind
 
 if TYPE_CHECKING:
     from .report import Report
@@ -85,16 +85,21 @@ log = logging.getLogger("fairdistill")
 Progress = Callable[[str, int, int], None]
 
 
-def _dataset(dataset: str | FairDataset, data_root: str | Path | None, stream: bool | None = None) -> FairDataset:
-    """``dataset`` as is, or loaded by name (``stream``: see :func:`~fairdistill.data.load_dataset`)."""
+def _dataset(
+    dataset: str | FairDataset,
+    data_root: str | Path | None,
+    stream: bool | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> FairDataset:
+    """``dataset`` as is, or loaded by name (``stream``, ``options``: see :func:`~fairdistill.data.load_dataset`)."""
     if isinstance(dataset, FairDataset):
         return dataset
-    return load_dataset(dataset, data_root=data_root, stream=stream)
+    return load_dataset(dataset, data_root=data_root, stream=stream, **(options or {}))
 
 
 def load_data(plan: DataPlan) -> FairDataset:
     """The dataset of ``plan``, its groups as they are."""
-    return _dataset(plan.dataset, plan.data_root, plan.stream)
+    return _dataset(plan.dataset, plan.data_root, plan.stream, plan.dataset_options)
 
 
 def transform_groups(
@@ -135,6 +140,7 @@ def distill(
     checkpoint_every: int = 0,
     resume: bool = False,
     stream: bool | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> SyntheticSet:
     """Distil one synthetic set.
@@ -152,7 +158,10 @@ def distill(
     that share (the rest unlabelled). What was done is in ``meta["group_labels"]``.
 
     ``stream=True`` keeps an on-disk dataset's training images uint8 and decodes a batch at a time
-    (same images, far less memory; see :func:`~fairdistill.data.load_dataset`).
+    (same images, far less memory; see :func:`~fairdistill.data.load_dataset`). ``dataset_options``
+    are the dataset builder's own keywords (``{"image_size": 32}``, the ``folder`` dataset's
+    ``columns`` and ``splits``...), refused before any work when the builder does not take them, and
+    recorded in ``record.json``.
 
     Resuming (needs ``out``): ``checkpoint_every=N`` saves the run's state to
     ``out/checkpoint/distill.safetensors`` every N iterations and after the last one; ``resume=True``
@@ -217,7 +226,13 @@ def write_distilled(plan: DistillPlan, done: Distilled, data: FairDataset, timer
         "seed": plan.seed,
         "group_options": plan.data.group_options(),
     }
-    record = {"command": "distill", "preset": plan.preset, "seconds": done.seconds, **done.checkpoints.record()}
+    record = {
+        "command": "distill",
+        "preset": plan.preset,
+        "dataset_options": plan.data.dataset_options,
+        "seconds": done.seconds,
+        **done.checkpoints.record(),
+    }
     with final_files(plan.out) as stage:
         synset = done.synthetic[plan.method.name]
         _write_method(stage, synset, data, record, timer=timer, resolved=resolved, device=plan.device)
@@ -376,10 +391,20 @@ def evaluate(
     resume: bool = False,
     eval_workers: int = 1,
     eval_executor: str = "local",
+    normalised: bool | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
 ) -> EvalResult:
     """Train fresh networks on a synthetic set and report ACC / DEO_M / DEO_A / ... on the real test set.
 
-    The dataset defaults to the one the set was distilled from; the evaluation settings to the
+    ``synthetic``: a set in memory, or a path in any layout of :mod:`fairdistill.layouts`: ours
+    (safetensors), a DC-style ``.pt``, a DD-Ranking-style ``images.pt`` + ``labels.pt`` folder, a folder of
+    ``<class>/<index>.png``. ``normalised``: whether the float tensors of a ``.pt`` layout are in model
+    space (True) or pixels in [0, 1] (False), for layouts that cannot tell. Soft labels ((N, K) class
+    probabilities) train with soft cross-entropy; ``result.extra["labels"]`` (``"hard"`` / ``"soft"``)
+    and ``["loss"]`` say which.
+
+    The dataset defaults to the one the set was distilled from (a set from another tool names none:
+    ``dataset`` is then required); the evaluation settings to the
     profile of ``preset`` (or of the device). With ``out``, the result is written there as JSON, and
     each finished model's row goes to ``<out stem>.partial.json`` as it finishes; ``resume=True``
     skips the models listed there (refused if they were evaluated with other settings).
@@ -416,19 +441,15 @@ class Evaluation:
 
 
 def load_evaluated(plan: EvaluatePlan, timer: PhaseTimer) -> tuple[SyntheticSet, FairDataset]:
-    """The set to evaluate and its dataset (by default the one it was distilled from), checked to fit."""
-    with timer.phase("load data"):  # a saved set or one made here: checked alike (artifacts.check_synthetic)
-        synthetic = plan.synthetic
-        synset = check_synthetic(synthetic) if isinstance(synthetic, SyntheticSet) else load_synthetic(synthetic)
-        name = plan.dataset if plan.dataset is not None else synset.meta.get("dataset")
+    """The set to evaluate, in any layout :mod:`fairdistill.layouts` reads, and its dataset (by default the
+    one the set names; a set from another tool names none), the set checked to fit it and in its model space."""
+    with timer.phase("load data"):  # a saved set, one made here or another tool's: checked alike (layouts)
+        found = find_set(plan.synthetic)
+        name = plan.dataset if plan.dataset is not None else found.dataset
         if name is None:
-            raise FairDistillError("the synthetic set does not say which dataset it came from; pass --dataset")
-        data = _dataset(name, plan.data_root)
-    if synset.images.shape[1:] != data.train.images.shape[1:]:
-        raise FairDistillError(
-            f"synthetic images {tuple(synset.images.shape[1:])} do not match {data.name} images "
-            f"{tuple(data.train.images.shape[1:])}"
-        )
+            raise found.no_dataset()
+        data = _dataset(name, plan.data_root, options=plan.dataset_options)
+        synset = read_set(found, data, normalised=plan.normalised)
     return synset, data
 
 
@@ -463,6 +484,8 @@ def evaluate_set(
             executor=pool,
         )
     timer.add("evaluate", result.seconds if pool is None else time.perf_counter() - start)
+    kind = label_kind(synset.labels)
+    result.extra.update(labels=kind, loss=LOSSES[kind])  # soft labels train with soft cross-entropy
     return Evaluation(result, ecfg, identity, sorted(done) if done else [], pool)
 
 
@@ -486,6 +509,7 @@ def write_evaluation(
             "command": "evaluate",
             "dataset": data.name,
             "profile": profile,
+            "dataset_options": plan.dataset_options,
             "eval_config": done.config.to_dict(),
             "synthetic": synset.meta,
             **done.result.to_dict(),
@@ -561,6 +585,7 @@ def compare(
     eval_executor: str = "local",
     stream: bool | None = None,
     scale: str | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> CompareResult:
     """Distil ``methods`` in lockstep and evaluate them beside the ``baselines``, all at ``ipc``.
@@ -595,7 +620,7 @@ def compare(
 
     ``eval_workers`` > 1 trains the evaluation models of all methods and baselines side by side in
     that many worker processes (``eval_executor``: ``local`` or ``ray``); see :func:`evaluate`.
-    ``stream`` as in :func:`distill`.
+    ``stream`` and ``dataset_options`` as in :func:`distill` (the options go to ``summary["dataset_options"]``).
 
     ``preset`` may be a paper profile (``cobra-paper``, ``fairdd-paper``): every method then runs as
     that paper's scripts ran it. ``scale="cpu"`` cuts the profile's sizes to two CPU cores
@@ -737,6 +762,7 @@ def compare_result(
     timer.seconds.update(timings)
     summary = {
         "dataset": loaded.data.name,
+        "dataset_options": plan.data.dataset_options,
         "preset": plan.profile,
         "scale": {"name": plan.scale or "paper", "reductions": list(plan.reductions)},
         "backbone": plan.backbone,

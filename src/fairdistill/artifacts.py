@@ -84,7 +84,11 @@ _OWN_FILES = (SYNTHETIC_FILE, "record.json", "grid.png", "summary.json", "report
 
 @dataclass
 class SyntheticSet:
-    """Distilled images (model space, (N, C, H, W), ordered by class) with labels and metadata."""
+    """Distilled images (model space, (N, C, H, W), ordered by class) with labels and metadata.
+
+    ``labels``: (N,) class indices; a set read from another tool (:mod:`fairdistill.layouts`) may hold
+    soft labels instead, (N, K) class probabilities, which only evaluation takes.
+    """
 
     images: Tensor
     labels: Tensor
@@ -92,7 +96,9 @@ class SyntheticSet:
 
     @property
     def ipc(self) -> int:
-        return int(torch.bincount(self.labels).max())
+        """Images of the largest class (of soft labels, (N, K) probabilities: by each image's likeliest class)."""
+        labels = self.labels.argmax(1) if self.labels.ndim == 2 else self.labels
+        return int(torch.bincount(labels).max())
 
     def to_pixels(self) -> Tensor:
         """The images in pixel space, ``images * std + mean`` clamped to [0, 1] (needs meta ``mean`` / ``std``)."""

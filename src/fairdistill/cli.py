@@ -79,9 +79,49 @@ StreamOpt = Annotated[
     typer.Option(
         "--stream/--no-stream",
         help="Keep on-disk training images uint8 and decode a batch at a time (same results, far less memory); "
-        "default: the dataset's (npy streams, the benchmarks do not).",
+        "default: the dataset's (npy, folder and hf stream; the benchmarks do not).",
         show_default=False,
     ),
+]
+#: the dataset options: each given one goes to the dataset's builder (``dataset_options`` of the api)
+_DATA_PANEL = "Dataset options (given to the dataset's loader; `fairdistill datasets show KEY` tries them)"
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--columns",
+        help="folder: the metadata column of each key, e.g. path=img_filename,label=y,group=place,split=split "
+        "(keys: path, label, group, split, class_name, group_name; default: the key's own name).",
+        rich_help_panel=_DATA_PANEL,
+    ),
+]
+SplitsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--splits",
+        help="folder: the split values, hf: the split names that are train and test, e.g. train=0,test=2 "
+        "(default: train=train,test=test; other splits are left out).",
+        rich_help_panel=_DATA_PANEL,
+    ),
+]
+ImageSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--image-size",
+        help="Resize the images to N x N (folder, hf, waterbirds, the faces, the MNIST types...; "
+        "default: the dataset's).",
+        rich_help_panel=_DATA_PANEL,
+    ),
+]
+LabelColumnOpt = Annotated[
+    str | None,
+    typer.Option("--label-column", help="hf: the label column (default: label).", rich_help_panel=_DATA_PANEL),
+]
+GroupColumnOpt = Annotated[
+    str | None, typer.Option("--group-column", help="hf: the group column (required).", rich_help_panel=_DATA_PANEL)
+]
+ImageColumnOpt = Annotated[
+    str | None,
+    typer.Option("--image-column", help="hf: the image column (default: image).", rich_help_panel=_DATA_PANEL),
 ]
 IpcOpt = Annotated[int, typer.Option("--ipc", help="Synthetic images per class.")]
 ItersOpt = Annotated[int | None, typer.Option("--iterations", help="Distillation iterations (default: the preset's).")]
@@ -236,10 +276,26 @@ def _split(names: str) -> list[str]:
     return [n.strip() for n in names.split(",") if n.strip()]
 
 
+def _true_false(option: str, value: str | None) -> bool | None:
+    """``true`` / ``false`` (any case) as a bool, None when not given; anything else is a user error."""
+    if value is None:
+        return None
+    if value.lower() not in ("true", "false"):
+        raise FairDistillError(f"{option} takes true or false, got {value!r}")
+    return value.lower() == "true"
+
+
 #: a command's parameter -> the api keyword it is passed as, where the two names differ
 API_NAMES = {"models": "num_models"}
 #: the parameters a command handles itself, never passed on to the api
 CLI_ONLY = ("quiet", "verbose")
+#: the parameters that are dataset options: the api gets the given ones as ``dataset_options``
+DATASET_OPTIONS = ("columns", "splits", "image_size", "label_column", "group_column", "image_column")
+
+
+def _dataset_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The dataset options among a command's parameters that were given (not None)."""
+    return {name: params[name] for name in DATASET_OPTIONS if params.get(name) is not None}
 
 
 def _api_kwargs(
@@ -254,16 +310,19 @@ def _api_kwargs(
     Each keeps its name but for :data:`API_NAMES` and its place in the order; :data:`CLI_ONLY` and
     ``skip`` (passed some other way) are left out. The comma-separated ``lists`` become lists (``''``:
     an empty one); ``optional_lists`` likewise, but ``None`` when not given or empty (the api's default).
+    The :data:`DATASET_OPTIONS` that were given go together as ``dataset_options``.
     """
     kwargs = {}
     for name, value in params.items():
-        if name in CLI_ONLY or name in skip:
+        if name in CLI_ONLY or name in skip or name in DATASET_OPTIONS:
             continue
         if name in lists:
             value = _split(value)
         elif name in optional_lists:
             value = _split(value) if value else None
         kwargs[API_NAMES.get(name, name)] = value
+    if any(name in params for name in DATASET_OPTIONS):
+        kwargs["dataset_options"] = _dataset_options(params)
     return kwargs
 
 
@@ -295,6 +354,12 @@ def distill(
     init: InitOpt = None,
     unroll_checkpoint: UnrollOpt = None,
     stream: StreamOpt = None,
+    columns: ColumnsOpt = None,
+    splits: SplitsOpt = None,
+    image_size: ImageSizeOpt = None,
+    label_column: LabelColumnOpt = None,
+    group_column: GroupColumnOpt = None,
+    image_column: ImageColumnOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -328,11 +393,39 @@ def _print_distilled(synset: Any, procs: int, out: str) -> None:
     )
 
 
+#: the set ``evaluate`` reads, in any layout of :mod:`fairdistill.layouts`
+AnySetArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A set in any layout: synthetic.safetensors (or its folder), a DC-style .pt, a folder with "
+        "images.pt + labels.pt, or a folder of <class>/<index>.png (README: Evaluate sets from other tools)."
+    ),
+]
+NormalisedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--normalised",
+        help="true: the .pt tensors are in model space ((pixel - mean) / std); false: pixels in [0, 1]. "
+        "Required where the layout cannot tell (a .pt from another tool).",
+    ),
+]
+
+
 @app.command()
 def evaluate(
-    synthetic: Annotated[Path, typer.Argument(help="A synthetic.safetensors file or the folder holding it.")],
-    dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset key (default: the set's own).")] = None,
+    synthetic: AnySetArg,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Dataset key (default: the set's own; required for sets from other tools)."),
+    ] = None,
     data_root: DataRootOpt = None,
+    normalised: NormalisedOpt = None,
+    columns: ColumnsOpt = None,
+    splits: SplitsOpt = None,
+    image_size: ImageSizeOpt = None,
+    label_column: LabelColumnOpt = None,
+    group_column: GroupColumnOpt = None,
+    image_column: ImageColumnOpt = None,
     preset: Annotated[str | None, typer.Option("--preset", help="Take evaluation settings from this preset.")] = None,
     models: ModelsOpt = None,
     epochs: EpochsOpt = None,
@@ -350,7 +443,7 @@ def evaluate(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Train fresh networks on a saved synthetic set and print ACC / DEO_M / DEO_A."""
+    """Train fresh networks on a synthetic set (ours or another tool's) and print ACC / DEO_M / DEO_A."""
     from . import api
 
     if verbose:
@@ -361,6 +454,7 @@ def evaluate(
             synthetic,
             dataset=dataset,
             data_root=data_root,
+            normalised=_true_false("--normalised", normalised),
             preset=preset,
             num_models=models,
             epochs=epochs,
@@ -373,8 +467,10 @@ def evaluate(
             resume=resume,
             eval_workers=eval_workers,
             eval_executor=eval_executor,
+            dataset_options=_dataset_options(locals()),
         )
-    title = f"{len(result.reports)} evaluation model(s)"
+    soft = " · soft labels" if result.extra.get("labels") == "soft" else ""
+    title = f"{len(result.reports)} evaluation model(s){soft}"
     _print_by_model({synthetic.name: {**result.aggregate(), "by_model": result.aggregates()}}, title=title)
 
 
@@ -413,6 +509,12 @@ def compare(
         bool, typer.Option("--report/--no-report", help="Also write report.html and report.md into --out.")
     ] = True,
     stream: StreamOpt = None,
+    columns: ColumnsOpt = None,
+    splits: SplitsOpt = None,
+    image_size: ImageSizeOpt = None,
+    label_column: LabelColumnOpt = None,
+    group_column: GroupColumnOpt = None,
+    image_column: ImageColumnOpt = None,
     eval_workers: EvalWorkersOpt = 1,
     eval_executor: EvalExecutorOpt = "local",
     quiet: QuietOpt = False,
@@ -668,12 +770,19 @@ def datasets(ctx: typer.Context) -> None:
 def datasets_show(
     key: Annotated[str, typer.Argument(help="Dataset key (see `fairdistill datasets`).")],
     data_root: DataRootOpt = None,
+    columns: ColumnsOpt = None,
+    splits: SplitsOpt = None,
+    image_size: ImageSizeOpt = None,
+    label_column: LabelColumnOpt = None,
+    group_column: GroupColumnOpt = None,
+    image_column: ImageColumnOpt = None,
 ) -> None:
     """Print the train and test (class x group) count tables of a dataset."""
     from .data import load_dataset
 
+    options = _dataset_options(locals())
     with _user_errors():
-        data = load_dataset(key, data_root=data_root)
+        data = load_dataset(key, data_root=data_root, **options)
     out_console.print(f"[bold]{data.name}[/]: {data.description}", highlight=False, soft_wrap=True)
     out_console.print(
         f"{data.num_classes} classes x {data.num_groups} groups, images {data.channels}x"

@@ -27,7 +27,7 @@ from .errors import FairDistillError
 from .metrics import FairnessReport, fairness_report
 from .models import create_model
 from .registry import Registry
-from .training import SGDConfig, init_weights, predict, train
+from .training import SGDConfig, init_weights, label_kind, predict, soft_label_problem, train
 
 if TYPE_CHECKING:
     from .executor import Executor
@@ -109,6 +109,9 @@ def evaluate_images(
 ) -> EvalResult:
     """Train ``config.num_models`` networks on (images, labels) and report fairness metrics on the test set.
 
+    ``labels``: (N,) class indices, or (N, K) class probabilities (soft labels: the networks train with
+    soft cross-entropy, :func:`fairdistill.training.supervised_loss`).
+
     Model ``j`` is initialised and shuffled from :func:`eval_seed`, the same for every training set,
     so methods are compared on paired models. With several architectures (``config.eval_models``),
     ``num_models`` networks of each are trained; the result's top level is the first architecture's
@@ -164,6 +167,13 @@ def _check_training_set(images: Tensor, labels: Tensor, dataset: FairDataset) ->
         raise FairDistillError(
             f"images of shape {tuple(images.shape)} do not match the dataset's {tuple(dataset.train.images.shape[1:])}"
         )
+    if label_kind(labels) == "soft":  # one row of class probabilities per image
+        problem = soft_label_problem(labels, dataset.num_classes)
+        if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+            problem = f"need one row per image (got {images.shape[0]} images and {tuple(labels.shape)})"
+        if problem is not None:
+            raise FairDistillError(f"soft labels: {problem}")
+        labels = labels.argmax(1)
     if labels.ndim != 1 or images.shape[0] != labels.shape[0] or images.shape[0] == 0:
         raise FairDistillError(f"need as many labels as images (got {images.shape[0]} and {tuple(labels.shape)})")
     if labels.dtype == torch.bool or labels.dtype.is_floating_point or labels.dtype.is_complex:

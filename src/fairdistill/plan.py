@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from . import runtime
 from .artifacts import SyntheticSet
 from .backbones import check_method
 from .config import DistillConfig, EvalConfig, MethodSpec, check_run_values
-from .data import FairDataset
+from .data import FairDataset, check_dataset_options
 from .data.groups import parse_groups
 from .errors import FairDistillError, unknown_name
 from .evaluate import BASELINES
@@ -52,7 +52,8 @@ class DataPlan:
     """The dataset a run loads and how its training group labels are transformed.
 
     ``groups``, ``group_label_noise`` and ``group_label_fraction`` as in :func:`fairdistill.api.distill`
-    (all None: the true groups); ``stream`` as in :func:`~fairdistill.data.load_dataset`.
+    (all None: the true groups); ``stream`` as in :func:`~fairdistill.data.load_dataset`;
+    ``dataset_options`` the builder's keyword options (``image_size``, ``columns``...), checked against it.
     """
 
     dataset: str | FairDataset
@@ -61,6 +62,7 @@ class DataPlan:
     groups: str | None = None
     group_label_noise: float | None = None
     group_label_fraction: float | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -96,7 +98,8 @@ class EvaluatePlan:
     """One evaluation of a synthetic set, as far as it is known before the set is read.
 
     The evaluation settings depend on the set (its size and backbone): :func:`eval_settings` resolves
-    them, from ``preset`` and the overrides kept here, once it is loaded.
+    them, from ``preset`` and the overrides kept here, once it is loaded. ``normalised``: whether the
+    float tensors of a set from another tool are in model space (see :mod:`fairdistill.layouts`).
     """
 
     synthetic: str | Path | SyntheticSet
@@ -113,6 +116,8 @@ class EvaluatePlan:
     resume: bool = False
     eval_workers: int = 1
     eval_executor: str = "local"
+    normalised: bool | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,28 @@ def _data_plan(args: Mapping[str, Any]) -> DataPlan:
         groups=args["groups"],
         group_label_noise=args["group_label_noise"],
         group_label_fraction=args["group_label_fraction"],
+        dataset_options=dataset_options(args["dataset"], args["dataset_options"]),
     )
+
+
+def dataset_options(dataset: str | FairDataset | None, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` (None: none) as a dict, once the dataset's builder is known to take each of them.
+
+    A dataset given as an object takes no options (it is loaded already); ``dataset`` None (the
+    set's own, in ``evaluate``) is checked when it is loaded.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise FairDistillError(f"dataset_options must be a mapping of option names to values, got {options!r}")
+    options = dict(options)
+    if options and isinstance(dataset, FairDataset):
+        raise FairDistillError(
+            f"dataset options ({', '.join(options)}) apply to a dataset loaded by name, not to a FairDataset given"
+        )
+    if isinstance(dataset, str):
+        check_dataset_options(dataset, options)
+    return options
 
 
 def _shares(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,6 +229,8 @@ def evaluate_plan(args: Mapping[str, Any]) -> EvaluatePlan:
     dev = resolve_device(args["device"])
     check_resume_options(out, 0, args["resume"])
     check_eval_workers(workers, args["eval_executor"])
+    if not (args["normalised"] is None or isinstance(args["normalised"], bool)):
+        raise FairDistillError(f"normalised must be true, false or left out, got {args['normalised']!r}")
     return EvaluatePlan(
         synthetic=args["synthetic"],
         dataset=args["dataset"],
@@ -218,6 +246,8 @@ def evaluate_plan(args: Mapping[str, Any]) -> EvaluatePlan:
         resume=args["resume"],
         eval_workers=workers,
         eval_executor=args["eval_executor"],
+        normalised=args["normalised"],
+        dataset_options=dataset_options(args["dataset"], args["dataset_options"]),
     )
 
 

@@ -2,6 +2,11 @@
 
 Shared by evaluation (fresh models trained on a synthetic set) and by the warm-started embedder
 (a network trained for a few epochs on the current synthetic set).
+
+Labels are hard (an (N,) tensor of class indices, trained with cross-entropy) or soft (an (N, K)
+float tensor of class probabilities, as DATM, SRe2L or RDED store them, trained with the soft
+cross-entropy ``-(p * log_softmax(logits)).sum(1).mean()``). Hard labels take exactly the path they
+always took.
 """
 
 from __future__ import annotations
@@ -37,6 +42,52 @@ class SGDConfig:
     def epochs_run(self, epochs: int) -> int:
         """How many passes ``epochs`` asks for under this schedule."""
         return epochs + 1 if self.schedule == "reference" and self.decay_at is not None else epochs
+
+
+#: the loss each kind of label trains with, as the evaluation records name it
+LOSSES = {"hard": "cross-entropy", "soft": "soft cross-entropy"}
+#: how far a row of soft labels may sum from 1 (float16 rounding of a few hundred classes stays inside)
+SOFT_LABEL_TOLERANCE = 1e-3
+
+
+def label_kind(labels: Tensor) -> str:
+    """``"soft"`` for a 2-D float tensor (one row of class probabilities per image), else ``"hard"``."""
+    return "soft" if labels.ndim == 2 and labels.dtype.is_floating_point else "hard"
+
+
+def soft_label_problem(labels: Tensor, num_classes: int) -> str | None:
+    """Why ``labels`` are not soft labels over ``num_classes`` classes, in a few words (None: they are).
+
+    Soft labels are an (N, K) float tensor, K the number of classes, whose rows are probabilities:
+    finite, non-negative, summing to 1 (within :data:`SOFT_LABEL_TOLERANCE`). Logits (a teacher's raw
+    outputs) are refused, not softmaxed here: whether and at what temperature to soften them is the
+    tool's choice, so the message asks for ``labels.softmax(1)`` instead.
+    """
+    if labels.ndim != 2 or not labels.dtype.is_floating_point:
+        kind = str(labels.dtype).removeprefix("torch.")
+        return f"need a float (N, K) tensor, got {kind} of shape {tuple(labels.shape)}"
+    if labels.shape[1] != num_classes:
+        return f"{labels.shape[1]} columns (classes), the dataset has {num_classes} classes"
+    if labels.shape[0] == 0:
+        return "no rows (the set is empty)"
+    if not bool(torch.isfinite(labels).all()):
+        return "they contain NaN or infinite values"
+    if bool((labels < 0).any()):
+        return "they hold negative values (rows must be probabilities; logits? save labels.softmax(1))"
+    error = (labels.double().sum(1) - 1).abs()
+    worst = int(error.argmax())
+    if float(error[worst]) > SOFT_LABEL_TOLERANCE:
+        total = float(labels[worst].double().sum())
+        return f"row {worst} sums to {total:.4g}, not 1 (rows must be probabilities; logits? save labels.softmax(1))"
+    return None
+
+
+def supervised_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy of ``logits`` against class indices, or against class probabilities ``p`` (soft labels):
+    ``-(p * log_softmax(logits)).sum(1).mean()``."""
+    if targets.ndim == 2:
+        return -(targets.to(logits.dtype) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    return F.cross_entropy(logits, targets)
 
 
 def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -76,6 +127,8 @@ def train(
 ) -> nn.Module:
     """Train ``model`` in place for ``epochs`` passes over (images, labels); returns it in eval mode.
 
+    ``labels``: (N,) class indices, or (N, K) class probabilities (soft labels, :func:`supervised_loss`).
+
     Batches are shuffled and, if ``dsa`` is given, every image gets its own random augmentation,
     all drawn from ``generator``. ``optimizer``: an optimizer over ``model``'s parameters to use
     instead of a fresh SGD from ``sgd`` (whose batch size and decay still apply), so that momentum
@@ -109,7 +162,7 @@ def train(
             x, y = images[idx], labels[idx]
             if dsa is not None:
                 x = dsa(x, generator=generator)
-            loss = F.cross_entropy(model(x), y)
+            loss = supervised_loss(model(x), y)  # hard labels: F.cross_entropy, as always
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -43,7 +43,7 @@ import hashlib
 import unicodedata
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -85,8 +85,9 @@ Mean = Annotated[float, Field(allow_inf_nan=False, ge=-MEAN_BOUND, le=MEAN_BOUND
 Std = Annotated[float, Field(allow_inf_nan=False, ge=STD_MIN, le=STD_MAX)]
 
 
-class NpyMeta(BaseModel):
-    """``meta.json`` of an ``npy`` folder; every key optional, each of exactly its type (no coercion)."""
+class ImageMeta(BaseModel):
+    """The ``meta.json`` keys that every own-data folder takes (``npy``, ``folder``); each optional, each
+    of exactly its type (no coercion)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -95,7 +96,6 @@ class NpyMeta(BaseModel):
     groups: list[Name] | None = Field(None, min_length=1, max_length=MAX_GROUPS)
     mean: list[Mean] | None = Field(None, min_length=1, max_length=max(CHANNELS))
     std: list[Std] | None = Field(None, min_length=1, max_length=max(CHANNELS))
-    layout: Literal["NCHW", "NHWC"] | None = None
     description: Text | None = None
     dsa_strategy: str | None = None
 
@@ -126,21 +126,31 @@ class NpyMeta(BaseModel):
         return value
 
 
-def _meta(folder: Path) -> tuple[NpyMeta, str | None]:
-    """The folder's ``meta.json`` checked (defaults when absent), and the SHA-256 of its bytes (None: absent)."""
+class NpyMeta(ImageMeta):
+    """``meta.json`` of an ``npy`` folder: :class:`ImageMeta`'s keys and ``layout``."""
+
+    layout: Literal["NCHW", "NHWC"] | None = None
+
+
+M = TypeVar("M", bound=ImageMeta)
+
+
+def read_meta(folder: Path, model: type[M] = NpyMeta) -> tuple[M, str | None]:  # type: ignore[assignment]
+    """The folder's ``meta.json`` checked against ``model`` (defaults when absent), and the SHA-256 of its
+    bytes (None: absent)."""
     path = folder / META
     if not path.exists():
-        return NpyMeta(), None
+        return model(), None
     if not path.is_file():  # a folder, a device (/dev/zero would never end), a FIFO...
         raise FairDistillError(f"{path}: not a regular file")
     data = read_json_file(path)
     if not isinstance(data, dict):
         raise FairDistillError(f"{path}: expected a JSON object, got {_json_type(data)}")
-    allowed = sorted(NpyMeta.model_fields)
+    allowed = sorted(model.model_fields)
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         raise FairDistillError(f"{path}: unknown key(s) {listed(unknown)}; allowed: {', '.join(allowed)}")
-    meta = parse(NpyMeta, data, str(path))
+    meta = parse(model, data, str(path))
     return meta, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -252,7 +262,7 @@ def npy_folder(
     and the SHA-256 of ``meta.json`` (see :meth:`~fairdistill.data.FairDataset.fingerprint`).
     """
     folder = _npy_root(data_root)
-    meta, meta_sha = _meta(folder)
+    meta, meta_sha = read_meta(folder)
     headers = {name: inspect_npy(folder / name) for name in FILES}
     layout, shape = _image_layout(folder, headers, meta.layout)
     mean, std = _normalisation(folder, meta, shape[0])
@@ -376,4 +386,4 @@ def _image_store(
     return Uint8Images(px, mean, std, **kwargs)
 
 
-__all__ = ["FILES", "KEY", "META", "NpyMeta", "npy_folder"]
+__all__ = ["FILES", "KEY", "META", "ImageMeta", "NpyMeta", "npy_folder", "read_meta"]
