@@ -211,6 +211,9 @@ def test_flip_matches_torch_flip():
     x = images(3, 1, 28, 28, seed=26)
     out = dsa(x, generator=gen(27))
     torch.testing.assert_close(out, torch.flip(x, dims=[-1]), rtol=0, atol=1e-6)
+    # fast: the warp in float32 is exact to ~3e-6 at 28 px (pixel centres missed by ~1e-6 pixel)
+    fast = DSA(strategy="flip", mode="all", flip_prob=1.0, fast=True)(x, generator=gen(27))
+    torch.testing.assert_close(fast, torch.flip(x, dims=[-1]), rtol=0, atol=5e-6)
 
 
 def test_flip_probability_half():
@@ -380,3 +383,53 @@ def test_cpu_generator_with_cuda_images():
     out_cpu = dsa(x, generator=gen(40))
     assert out_gpu.device.type == "cuda"
     torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=0, atol=1e-5)
+
+
+def test_identity_transforms_skip_the_warp_and_change_no_value_or_gradient():
+    """Images whose drawn transform is the identity are passed through unsampled; every value and
+    gradient equals that of warping the whole batch, identity rows included."""
+    import torch.nn.functional as F
+
+    from fairdistill.augment import _warp
+
+    dsa = DSA()  # single mode: colour / cutout classes and zero crops or no-flips are identities
+    for seed in range(8):
+        params = dsa.sample(10, generator=torch.Generator().manual_seed(seed))
+        theta = dsa.theta(params, 32, 32)
+        x = torch.randn(40, 3, 32, 32, requires_grad=True)
+        index = torch.arange(40) % 10
+        moved = (theta != torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], dtype=theta.dtype)).flatten(1).any(1)
+        assert 0 < int(moved.sum()) < 10  # both kinds in the batch: the skipped and the warped
+        grid = F.affine_grid(theta[index], list(x.shape), align_corners=False)
+        full = F.grid_sample(x.double(), grid, mode="bilinear", padding_mode="zeros", align_corners=False).float()
+        fast = _warp(x, theta, index)
+        assert torch.equal(fast, full)
+        weights = torch.randn_like(full)
+        (g_full,) = torch.autograd.grad((full * weights).sum(), x)
+        (g_fast,) = torch.autograd.grad((fast * weights).sum(), x)
+        assert torch.equal(g_fast, g_full)
+    identity = dsa.theta(DSA(strategy="color").sample(3, generator=torch.Generator().manual_seed(0)), 8, 8)
+    x = torch.randn(3, 3, 8, 8)
+    assert _warp(x, identity, torch.arange(3)) is x  # nothing to warp: the very tensor comes back
+
+
+def test_fast_dsa_jitters_colour_only_where_drawn_and_stays_within_float32_rounding_of_the_exact_path():
+    exact, fast = DSA(), DSA(fast=True)
+    seen = 0
+    for seed in range(6):
+        params = exact.sample(10, generator=gen(60 + seed))
+        x = images(40, 3, 32, 32, seed=seed)
+        index = torch.arange(40) % 10
+        a, b = exact.apply(x, params, index), fast.apply(x, params, index)
+        # the stated tolerance of the fast path: float32 bilinear weights, ~1e-5 on unit-scale pixels
+        torch.testing.assert_close(b, a, rtol=0, atol=5e-5)
+        no_colour = (params.brightness == 0) & (params.saturation == 1) & (params.contrast == 1)
+        keep = (no_colour & dsa_theta_is_identity(fast, params) & ~params.cutout_on)[index]
+        seen += int(keep.any())
+        assert torch.equal(b[keep], x[keep])  # no operation applied: the very pixels
+    assert seen  # some draw had such images
+
+
+def dsa_theta_is_identity(dsa: DSA, params) -> torch.Tensor:
+    theta = dsa.theta(params, 32, 32)
+    return ~(theta != torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], dtype=theta.dtype)).flatten(1).any(1)

@@ -133,6 +133,12 @@ class DSAConfig:
         Angles are uniform in ``[-rotate_deg, rotate_deg]`` degrees.
     flip_prob : float
         Probability of a horizontal flip.
+    fast : bool
+        fairdistill's faster arithmetic (off by default, so no published number moves): the colour
+        jitter only on the images whose transform has one (the others skip an identity jitter that
+        rounds), and the warp in the images' dtype instead of float64 (flips and whole-pixel crops
+        then exact to about 3e-6 rather than to rounding). Off or on, images whose transform is the
+        identity skip the warp, and an all-ones cutout mask is never applied: both change nothing.
     """
 
     strategy: str = DEFAULT_STRATEGY
@@ -145,6 +151,7 @@ class DSAConfig:
     scale_ratio: float = 1.2
     rotate_deg: float = 15.0
     flip_prob: float = 0.5
+    fast: bool = False
 
 
 @dataclass(frozen=True)
@@ -465,22 +472,18 @@ class DSA:
         dtype = x.dtype
         height, width = int(x.shape[2]), int(x.shape[3])
 
+        fast = self.config.fast
         if "color" in self.ops:
-            x = x + params.brightness.to(dtype)[index].view(-1, 1, 1, 1)
-            mean = x.mean(dim=1, keepdim=True)  # per-pixel grey level
-            x = (x - mean) * params.saturation.to(dtype)[index].view(-1, 1, 1, 1) + mean
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            x = (x - mean) * params.contrast.to(dtype)[index].view(-1, 1, 1, 1) + mean
+            x = _colour(x, params, index, only_drawn=fast)
         if GEOMETRIC.intersection(self.ops):
             # In float32, grid_sample's own un-normalisation misses pixel centres by ~1e-6 pixel
-            # at sizes like 28, so identity, flips and whole-pixel crops would be off by up to
-            # ~3e-6; sampling in float64 makes them exact to rounding for a small memory cost.
-            # (MPS has no float64.)
-            work = x.dtype if x.device.type == "mps" else torch.float64
-            theta = self.theta(params, height, width, work)[index]
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-            x = F.grid_sample(x.to(work), grid, mode="bilinear", padding_mode="zeros", align_corners=False).to(dtype)
-        if "cutout" in self.ops:
+            # at sizes like 28, so flips and whole-pixel crops would be off by up to ~3e-6;
+            # sampling in float64 makes them exact to rounding (``fast``: in the images' dtype,
+            # about twice as fast). The matrices are composed in float64 either way. (MPS has no float64.)
+            exact = dtype if x.device.type == "mps" else torch.float64
+            theta = self.theta(params, height, width, exact)
+            x = _warp(x, theta.to(dtype) if fast else theta, index)
+        if "cutout" in self.ops and bool(params.cutout_on.any()):  # an all-ones mask would change nothing
             x = x * self.cutout_mask(params, height, width, dtype)[index]
         return x
 
@@ -514,6 +517,45 @@ class DSA:
             n = int(index.max()) + 1
         params = self.sample(n, generator=generator, device=x.device)
         return self.apply(x, params, index)
+
+
+def _rows(on: Tensor) -> Tensor | None:
+    """The batch rows where ``on`` holds (None: every row)."""
+    return None if bool(on.all()) else on.nonzero().squeeze(1)
+
+
+def _colour(x: Tensor, params: DSAParams, index: Tensor, *, only_drawn: bool) -> Tensor:
+    """Brightness, saturation and contrast jitter of every image, or (``only_drawn``) of the images
+    whose transform has any, the others passing through untouched rather than through an identity
+    jitter (which rounds: ``(x - m) * 1 + m`` is not always ``x``)."""
+    dtype = x.dtype
+    on = ((params.brightness != 0) | (params.saturation != 1) | (params.contrast != 1))[index]
+    if only_drawn and not bool(on.any()):
+        return x
+    rows = _rows(on) if only_drawn else None
+    part, index = (x, index) if rows is None else (x.index_select(0, rows), index[rows])
+    part = part + params.brightness.to(dtype)[index].view(-1, 1, 1, 1)
+    mean = part.mean(dim=1, keepdim=True)  # per-pixel grey level
+    part = (part - mean) * params.saturation.to(dtype)[index].view(-1, 1, 1, 1) + mean
+    mean = part.mean(dim=(1, 2, 3), keepdim=True)
+    part = (part - mean) * params.contrast.to(dtype)[index].view(-1, 1, 1, 1) + mean
+    return part if rows is None else x.index_copy(0, rows, part)
+
+
+def _warp(x: Tensor, theta: Tensor, index: Tensor) -> Tensor:
+    """``x`` resampled by ``theta[index]`` (bilinear, zero padding) in ``theta``'s dtype, cast back to
+    ``x``'s. Images whose transform is exactly the identity (colour or cutout drawn, a zero crop, no
+    flip) are passed through unsampled: the identity warp in float64 reproduces every float32 pixel
+    exactly, so skipping it changes no value and no gradient, only the time."""
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=theta.dtype, device=theta.device)
+    moved = (theta != identity).flatten(1).any(1)[index]
+    if not bool(moved.any()):
+        return x
+    which = _rows(moved)
+    part = x if which is None else x.index_select(0, which)
+    grid = F.affine_grid(theta[index if which is None else index[which]], list(part.shape), align_corners=False)
+    out = F.grid_sample(part.to(theta.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.to(x.dtype) if which is None else x.index_copy(0, which, out.to(x.dtype))
 
 
 def _round_half_up(value: float) -> int:

@@ -43,7 +43,11 @@ def make_norm(norm: str, channels: int) -> nn.Module:
 
 def make_act(act: str) -> nn.Module:
     _check("activation", act, ACTS)
-    return {"relu": nn.ReLU, "leakyrelu": lambda: nn.LeakyReLU(0.01), "sigmoid": nn.Sigmoid, "gelu": nn.GELU}[act]()
+    # ReLU in place: every block applies it to the fresh output of a norm or conv layer, whose
+    # backward does not need that output, so the values and gradients are the same and one
+    # activation-sized tensor per block is never allocated
+    makers = {"relu": lambda: nn.ReLU(inplace=True), "leakyrelu": lambda: nn.LeakyReLU(0.01), "sigmoid": nn.Sigmoid}
+    return {**makers, "gelu": nn.GELU}[act]()
 
 
 class ConvNet(nn.Module):

@@ -79,7 +79,7 @@ class AlexNet(_Classifier):
         layers: list[nn.Module] = []
         c = channels
         for out, k, pool in plan:
-            layers += [nn.Conv2d(c, out, k, padding=k // 2), make_norm(norm, out), nn.ReLU()]
+            layers += [nn.Conv2d(c, out, k, padding=k // 2), make_norm(norm, out), nn.ReLU(inplace=True)]
             if pool and min(h, w) >= 4:  # keep at least 2x2 for the convolutions that follow
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
@@ -123,7 +123,7 @@ class VGG11(_Classifier):
                     h, w = h // 2, w // 2
                 continue
             out = width * int(item)
-            layers += [nn.Conv2d(c, out, 3, padding=1), make_norm(norm, out), nn.ReLU()]
+            layers += [nn.Conv2d(c, out, 3, padding=1), make_norm(norm, out), nn.ReLU(inplace=True)]
             c = out
         self.features = nn.Sequential(*layers)
         self.feature_dim = c
@@ -139,7 +139,7 @@ class BasicBlock(nn.Module):
         self.norm1 = make_norm(norm, out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.norm2 = make_norm(norm, out_channels)
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
@@ -171,7 +171,7 @@ class ResNet18(_Classifier):
         layers: list[nn.Module] = [
             nn.Conv2d(channels, width, 3, padding=1, bias=False),
             make_norm(norm, width),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         ]
         c = width
         for stage, mult in enumerate((1, 2, 4, 8)):
