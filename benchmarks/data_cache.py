@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from _common import finish  # noqa: E402
+from _common import finish, time_loads  # noqa: E402
 from files_mnist import write_mnist  # noqa: E402
 
 from fairdistill.data import load_dataset  # noqa: E402
@@ -38,17 +38,11 @@ def main() -> None:
         write_mnist(root, train_per_class=6000, test_per_class=1000)
         generate = time.perf_counter() - start
 
-        start = time.perf_counter()
-        d = load_dataset("cmnist-fg", data_root=root, cache_dir=cache)
-        decode = time.perf_counter() - start
-        shapes = [list(d.train.images.shape), list(d.test.images.shape)]
-        del d
-        cached = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            d = load_dataset("cmnist-fg", data_root=root, cache_dir=cache)
-            cached.append(time.perf_counter() - start)
-            del d
+        decode, cached, shapes, _ = time_loads(
+            lambda: load_dataset("cmnist-fg", data_root=root, cache_dir=cache),
+            args.repeats,
+            lambda d: [list(d.train.images.shape), list(d.test.images.shape)],
+        )
     headline = {
         "images": shapes,
         "decode_s": round(decode, 3),

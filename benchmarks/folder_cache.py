@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import finish  # noqa: E402
+from _common import finish, time_loads  # noqa: E402
 
 from fairdistill.data import load_dataset  # noqa: E402
 
@@ -59,18 +59,14 @@ def main() -> None:
         write_images(root, args.images, args.size)
         generate = time.perf_counter() - start
 
-        start = time.perf_counter()
-        d = load_dataset("folder", data_root=root, cache_dir=cache)
-        decode = time.perf_counter() - start
-        shapes = [list(d.train.images.shape), list(d.test.images.shape)]
-        first = d.train.images[np.arange(0, len(d.train), 997)]
-        del d
-        cached = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            d = load_dataset("folder", data_root=root, cache_dir=cache)
-            cached.append(time.perf_counter() - start)
-        same = bool((d.train.images[np.arange(0, len(d.train), 997)] == first).all())
+        def probe(d):
+            rows = d.train.images[np.arange(0, len(d.train), 997)]
+            return [list(d.train.images.shape), list(d.test.images.shape)], rows
+
+        decode, cached, (shapes, first), (_, last) = time_loads(
+            lambda: load_dataset("folder", data_root=root, cache_dir=cache), args.repeats, probe
+        )
+        same = bool((last == first).all())
     headline = {
         "images": shapes,
         "decode_s": round(decode, 3),

@@ -529,10 +529,12 @@ def _colour(x: Tensor, params: DSAParams, index: Tensor, *, only_drawn: bool) ->
     whose transform has any, the others passing through untouched rather than through an identity
     jitter (which rounds: ``(x - m) * 1 + m`` is not always ``x``)."""
     dtype = x.dtype
-    on = ((params.brightness != 0) | (params.saturation != 1) | (params.contrast != 1))[index]
-    if only_drawn and not bool(on.any()):
-        return x
-    rows = _rows(on) if only_drawn else None
+    rows = None
+    if only_drawn:
+        on = ((params.brightness != 0) | (params.saturation != 1) | (params.contrast != 1))[index]
+        if not bool(on.any()):
+            return x
+        rows = _rows(on)
     part, index = (x, index) if rows is None else (x.index_select(0, rows), index[rows])
     part = part + params.brightness.to(dtype)[index].view(-1, 1, 1, 1)
     mean = part.mean(dim=1, keepdim=True)  # per-pixel grey level
