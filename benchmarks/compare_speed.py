@@ -11,7 +11,8 @@ time of each run, the median per side, their ratio, the per-phase seconds of ``s
 every ACC / DEO_M / DEO_A that differs between the two sides (a change that only moves rounding
 moves them a little; an exact change moves none). Extra arguments after ``--`` go to both
 ``compare`` runs. Writes ``results/compare_speed[-TAG].json``; the last line is a JSON object with
-``speedup`` (REV's median wall / the working tree's) and ``faster_pct``.
+``speedup`` (REV's median wall / the working tree's) and ``faster_pct``. ``--save-after FILE`` keeps
+the working tree's ``summary.json`` (the default compare's numbers, for the README).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs per side")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--save-after", default=None, help="also copy the working tree's last summary.json here")
     ap.add_argument("extra", nargs="*", help="arguments for both compare runs (after --)")
     args = ap.parse_args()
     sha = subprocess.run(["git", "rev-parse", args.rev], cwd=REPO, check=True, capture_output=True, text=True)
@@ -84,6 +86,8 @@ def main() -> None:
                           f"{walls[side][-1]:.1f} s", flush=True)  # fmt: skip
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=REPO, check=True)
+    if args.save_after:
+        Path(args.save_after).write_text(json.dumps(summaries["after"], indent=1) + "\n")
     med = {side: statistics.median(w) for side, w in walls.items()}
     speedup = med["before"] / med["after"]
     changes = moved(metrics(summaries["before"]), metrics(summaries["after"]))

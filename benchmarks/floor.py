@@ -60,9 +60,11 @@ How the floor's computation differs from fairdistill's (same work, not the same 
   (brightness, saturation, contrast), crop (an integer translation by a gather, zero fill), cutout
   (a zeroed square of half the image side), flip, scale and rotate (``affine_grid`` /
   ``grid_sample`` with ``align_corners=True``, as the reference). fairdistill also picks one
-  operation per class, but runs every stage for every image with identity parameters where
-  another operation was drawn: the colour arithmetic, one composed ``grid_sample`` in float64 with
-  ``align_corners=False`` (crop included), and the cutout mask (applied after the geometry).
+  operation per class and, by default, applies only what was drawn: the colour arithmetic on the
+  images whose class drew colour, one composed ``grid_sample`` in float32 with
+  ``align_corners=False`` (crop included) on the images whose transform is not the identity, and
+  the cutout mask only when some class drew cutout (``dsa_exact=True``: the colour arithmetic on
+  every image and the warp in float64).
 * Randomness: the floor draws everything from one ``torch.Generator`` (seeded by ``--seed``) in
   program order; fairdistill derives a generator per purpose and iteration. So the networks, real
   batches, transforms and initial images differ: the losses and images are not comparable bit for

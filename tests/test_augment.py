@@ -181,10 +181,20 @@ def test_single_mode_on_non_geometric_choice_is_identity_elsewhere():
     torch.testing.assert_close(out[picked_cutout], (x * mask)[picked_cutout], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-6), (torch.float64, 1e-10)])
+# exact: the float64 warp; default: the warp in the images' dtype, within 5e-6 at float32 (24 x 40
+# misses pixel centres by ~1e-6 pixel), sampled in float64 for float64 images either way
+@pytest.mark.parametrize(
+    "dtype,atol,exact",
+    [
+        (torch.float32, 1e-6, True),
+        (torch.float32, 5e-6, False),
+        (torch.float64, 1e-10, True),
+        (torch.float64, 1e-10, False),
+    ],
+)
 @pytest.mark.parametrize("hw", [(8, 8), (32, 32), (24, 40)])
-def test_crop_is_an_exact_integer_shift(dtype, atol, hw):
-    dsa = DSA(strategy="crop", mode="all")
+def test_crop_is_an_exact_integer_shift(dtype, atol, exact, hw):
+    dsa = DSA(strategy="crop", mode="all", exact=exact)
     n = 40
     params = dsa.sample(n, generator=gen(23))
     x = images(n, 2, *hw, seed=24, dtype=dtype)
@@ -207,12 +217,12 @@ def test_crop_shifts_cover_the_full_range():
 
 
 def test_flip_matches_torch_flip():
-    dsa = DSA(strategy="flip", mode="all", flip_prob=1.0)
+    dsa = DSA(strategy="flip", mode="all", flip_prob=1.0, exact=True)
     x = images(3, 1, 28, 28, seed=26)
     out = dsa(x, generator=gen(27))
     torch.testing.assert_close(out, torch.flip(x, dims=[-1]), rtol=0, atol=1e-6)
-    # fast: the warp in float32 is exact to ~3e-6 at 28 px (pixel centres missed by ~1e-6 pixel)
-    fast = DSA(strategy="flip", mode="all", flip_prob=1.0, fast=True)(x, generator=gen(27))
+    # the default warp in float32 is exact to ~3e-6 at 28 px (pixel centres missed by ~1e-6 pixel)
+    fast = DSA(strategy="flip", mode="all", flip_prob=1.0)(x, generator=gen(27))
     torch.testing.assert_close(fast, torch.flip(x, dims=[-1]), rtol=0, atol=5e-6)
 
 
@@ -413,15 +423,15 @@ def test_identity_transforms_skip_the_warp_and_change_no_value_or_gradient():
     assert _warp(x, identity, torch.arange(3)) is x  # nothing to warp: the very tensor comes back
 
 
-def test_fast_dsa_jitters_colour_only_where_drawn_and_stays_within_float32_rounding_of_the_exact_path():
-    exact, fast = DSA(), DSA(fast=True)
+def test_default_dsa_jitters_colour_only_where_drawn_and_stays_within_float32_rounding_of_the_exact_path():
+    exact, fast = DSA(exact=True), DSA()
     seen = 0
     for seed in range(6):
         params = exact.sample(10, generator=gen(60 + seed))
         x = images(40, 3, 32, 32, seed=seed)
         index = torch.arange(40) % 10
         a, b = exact.apply(x, params, index), fast.apply(x, params, index)
-        # the stated tolerance of the fast path: float32 bilinear weights, ~1e-5 on unit-scale pixels
+        # the stated tolerance of the default path: float32 bilinear weights, ~1e-5 on unit-scale pixels
         torch.testing.assert_close(b, a, rtol=0, atol=5e-5)
         no_colour = (params.brightness == 0) & (params.saturation == 1) & (params.contrast == 1)
         keep = (no_colour & dsa_theta_is_identity(fast, params) & ~params.cutout_on)[index]
@@ -433,3 +443,53 @@ def test_fast_dsa_jitters_colour_only_where_drawn_and_stays_within_float32_round
 def dsa_theta_is_identity(dsa: DSA, params) -> torch.Tensor:
     theta = dsa.theta(params, 32, 32)
     return ~(theta != torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], dtype=theta.dtype)).flatten(1).any(1)
+
+
+# ---------------------------------------------------------------- dsa_exact: one switch for a whole run
+
+
+def test_dsa_exact_reaches_every_augmentation_of_a_run():
+    from fairdistill.backbones.base import distill_dsa, train_dsa
+    from fairdistill.config import DistillConfig, EvalConfig
+    from fairdistill.data import load_dataset
+    from fairdistill.evaluate import eval_dsa
+    from fairdistill.experts import ExpertConfig
+
+    data = load_dataset("digits-fg")
+    for exact in (False, True):
+        dcfg = DistillConfig(dsa_exact=exact)
+        assert distill_dsa(data, dcfg).config.exact is exact
+        assert train_dsa(data, dcfg).config.exact is exact
+        assert eval_dsa(EvalConfig(dsa_exact=exact), data.dsa_strategy).config.exact is exact
+        assert ExpertConfig.from_distill(dcfg, "population").dsa_exact is exact
+    # experts trained with the other arithmetic are other experts: another cache key
+    keys = {ExpertConfig.from_distill(DistillConfig(dsa_exact=e), "population").key(data) for e in (False, True)}
+    assert len(keys) == 2
+    assert DSAConfig().exact is False  # the default: the images' dtype, as the reference codebases
+
+
+def test_cli_dsa_exact_is_recorded_for_distillation_and_evaluation(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from fairdistill.artifacts import load_synthetic
+    from fairdistill.cli import app
+
+    common = ["--dataset", "digits-fg", "--ipc", "1", "--iterations", "1", "--device", "cpu", "--quiet"]
+    res = CliRunner().invoke(app, ["distill", *common, "--dsa-exact", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert load_synthetic(tmp_path / "d").meta["config"]["dsa_exact"] is True
+    cmp = ["compare", *common, "--methods", "cobra", "--baselines", "", "--models", "1", "--epochs", "1"]
+    res = CliRunner().invoke(app, [*cmp, "--dsa-exact", "--no-report", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["distill_config"]["dsa_exact"] is True and summary["eval_config"]["dsa_exact"] is True
+    res = CliRunner().invoke(app, [*cmp, "--no-report", "--out", str(tmp_path / "c2")])
+    summary = json.loads((tmp_path / "c2" / "summary.json").read_text())
+    assert summary["distill_config"]["dsa_exact"] is False and summary["eval_config"]["dsa_exact"] is False
+    out = tmp_path / "e.json"
+    ev = ["evaluate", str(tmp_path / "d"), "--models", "1", "--epochs", "1", "--device", "cpu", "--quiet"]
+    res = CliRunner().invoke(app, [*ev, "--dsa-exact", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["eval_config"]["dsa_exact"] is True

@@ -393,6 +393,7 @@ def evaluate(
     eval_executor: str = "local",
     normalised: bool | None = None,
     dataset_options: Mapping[str, Any] | None = None,
+    dsa_exact: bool | None = None,
 ) -> EvalResult:
     """Train fresh networks on a synthetic set and report ACC / DEO_M / DEO_A / ... on the real test set.
 
@@ -415,6 +416,9 @@ def evaluate(
     ``eval_workers`` > 1 trains the models in that many worker processes (``eval_executor``:
     ``local`` or ``ray``), each with its share of the torch threads; see
     :func:`fairdistill.evaluate.evaluation_executor` for what that means for the numbers.
+
+    ``dsa_exact=True`` trains with DSA's float64 arithmetic, exact to rounding and about twice as slow
+    (default: the profile's, the images' dtype as the reference codebases).
     """
     plan = evaluate_plan(locals())  # the arguments (all that locals() holds here), checked before any work
     timer = PhaseTimer()

@@ -133,12 +133,14 @@ class DSAConfig:
         Angles are uniform in ``[-rotate_deg, rotate_deg]`` degrees.
     flip_prob : float
         Probability of a horizontal flip.
-    fast : bool
-        fairdistill's faster arithmetic (off by default, so no published number moves): the colour
-        jitter only on the images whose transform has one (the others skip an identity jitter that
-        rounds), and the warp in the images' dtype instead of float64 (flips and whole-pixel crops
-        then exact to about 3e-6 rather than to rounding). Off or on, images whose transform is the
-        identity skip the warp, and an all-ones cutout mask is never applied: both change nothing.
+    exact : bool
+        The slower arithmetic that is exact to rounding: the colour jitter on every image (an
+        identity jitter where the transform has none, which rounds) and the warp sampled in float64.
+        Off (the default, the reference codebases' arithmetic): the jitter only on the images whose
+        transform has one, and the warp in the images' dtype (float32: flips and whole-pixel crops
+        then exact to about 3e-6, any warp within about 5e-5 of the float64 one on unit-scale
+        pixels). Either way, images whose transform is the identity skip the warp and an all-ones
+        cutout mask is never applied: both change nothing.
     """
 
     strategy: str = DEFAULT_STRATEGY
@@ -151,7 +153,7 @@ class DSAConfig:
     scale_ratio: float = 1.2
     rotate_deg: float = 15.0
     flip_prob: float = 0.5
-    fast: bool = False
+    exact: bool = False
 
 
 @dataclass(frozen=True)
@@ -472,17 +474,17 @@ class DSA:
         dtype = x.dtype
         height, width = int(x.shape[2]), int(x.shape[3])
 
-        fast = self.config.fast
+        exact = self.config.exact
         if "color" in self.ops:
-            x = _colour(x, params, index, only_drawn=fast)
+            x = _colour(x, params, index, only_drawn=not exact)
         if GEOMETRIC.intersection(self.ops):
             # In float32, grid_sample's own un-normalisation misses pixel centres by ~1e-6 pixel
             # at sizes like 28, so flips and whole-pixel crops would be off by up to ~3e-6;
-            # sampling in float64 makes them exact to rounding (``fast``: in the images' dtype,
-            # about twice as fast). The matrices are composed in float64 either way. (MPS has no float64.)
-            exact = dtype if x.device.type == "mps" else torch.float64
-            theta = self.theta(params, height, width, exact)
-            x = _warp(x, theta.to(dtype) if fast else theta, index)
+            # sampling in float64 (``exact``) makes them exact to rounding, at about twice the cost.
+            # The matrices are composed in float64 either way. (MPS has no float64.)
+            wide = dtype if x.device.type == "mps" else torch.float64
+            theta = self.theta(params, height, width, wide)
+            x = _warp(x, theta if exact else theta.to(dtype), index)
         if "cutout" in self.ops and bool(params.cutout_on.any()):  # an all-ones mask would change nothing
             x = x * self.cutout_mask(params, height, width, dtype)[index]
         return x

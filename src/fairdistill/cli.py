@@ -145,6 +145,14 @@ UnrollOpt = Annotated[
         "syn_steps x batch_syn activations; the same gradients). Default: the profile's (off).",
     ),
 ]
+DsaExactOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--dsa-exact/--no-dsa-exact",
+        help="DSA's float64 warp and colour jitter on every image: exact to rounding, about twice as slow "
+        "(default: the images' dtype and only the drawn operations, as the reference codebases).",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output and no notes.")]
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Log details (INFO); same as the global `fairdistill -v`.")
@@ -353,6 +361,7 @@ def distill(
     resume: ResumeOpt = False,
     init: InitOpt = None,
     unroll_checkpoint: UnrollOpt = None,
+    dsa_exact: DsaExactOpt = None,
     stream: StreamOpt = None,
     columns: ColumnsOpt = None,
     splits: SplitsOpt = None,
@@ -440,6 +449,7 @@ def evaluate(
     ] = False,
     eval_workers: EvalWorkersOpt = 1,
     eval_executor: EvalExecutorOpt = "local",
+    dsa_exact: DsaExactOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -468,6 +478,7 @@ def evaluate(
             eval_workers=eval_workers,
             eval_executor=eval_executor,
             dataset_options=_dataset_options(locals()),
+            dsa_exact=dsa_exact,
         )
     soft = " · soft labels" if result.extra.get("labels") == "soft" else ""
     title = f"{len(result.reports)} evaluation model(s){soft}"
@@ -505,6 +516,7 @@ def compare(
     resume: ResumeOpt = False,
     init: InitOpt = None,
     unroll_checkpoint: UnrollOpt = None,
+    dsa_exact: DsaExactOpt = None,
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Also write report.html and report.md into --out.")
     ] = True,

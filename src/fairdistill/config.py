@@ -228,6 +228,9 @@ class DistillConfig:
     dsa: bool = True
     #: the DSA operations; None: the dataset's own (digits are never flipped)
     dsa_strategy: str | None = None
+    #: DSA's arithmetic exact to rounding (float64 warp, colour jitter on every image; about twice as
+    #: slow); False: the images' dtype and only the drawn operations, as the reference codebases
+    dsa_exact: bool = False
     #: how DSA picks operations when a network is TRAINED on the synthetic set (warm start, inner loops):
     #: "single" (one operation per image) or "batch" (one operation for the whole batch, as the
     #: reference code's non-Siamese DSA does); distillation's Siamese DSA is always one transform per class
@@ -355,6 +358,8 @@ class EvalConfig:
     dsa: bool = True
     #: the DSA operations; None: the dataset's own (digits are never flipped)
     dsa_strategy: str | None = None
+    #: DSA's arithmetic exact to rounding (see DistillConfig.dsa_exact)
+    dsa_exact: bool = False
     #: "single": one DSA operation per image; "batch": one per batch (the reference code's non-Siamese DSA)
     dsa_mode: str = "single"
     #: "reference": E + 1 epochs, lr x 0.1 after epoch E // 2 + 1 by a NEW optimiser (momentum reset), as

@@ -227,7 +227,7 @@ def eval_dsa(config: EvalConfig, dataset_strategy: str) -> DSA | None:
     """The augmentation evaluation networks train with: the config's strategy (else the dataset's) and mode."""
     if not config.dsa:
         return None
-    return DSA(strategy=config.dsa_strategy or dataset_strategy, mode=config.dsa_mode)
+    return DSA(strategy=config.dsa_strategy or dataset_strategy, mode=config.dsa_mode, exact=config.dsa_exact)
 
 
 def _train_and_test(

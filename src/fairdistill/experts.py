@@ -73,6 +73,7 @@ class ExpertConfig:
     batch_size: int = 256
     dsa: bool = True
     dsa_strategy: str | None = None
+    dsa_exact: bool = False
     model: str = "convnet"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -88,6 +89,7 @@ class ExpertConfig:
             batch_size=config.expert_batch,
             dsa=config.expert_dsa,
             dsa_strategy=config.dsa_strategy,
+            dsa_exact=config.dsa_exact,
             model=config.model,
             model_kwargs=dict(config.model_kwargs),
             seed=config.seed,
@@ -192,7 +194,7 @@ def train_expert(
     """Train expert ``expert``; returns its (epochs + 1, P) trajectory and the parameters' names and shapes."""
     net = expert_network(dataset, config, expert, device)
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=0.0, weight_decay=0.0)
-    dsa = DSA(strategy=config.dsa_strategy or dataset.dsa_strategy) if config.dsa else None
+    dsa = DSA(strategy=config.dsa_strategy or dataset.dsa_strategy, exact=config.dsa_exact) if config.dsa else None
     k, g = dataset.num_classes, dataset.num_train_groups
     labels, groups = dataset.train.labels, dataset.train.groups
     trajectory = [flat_params(net)]

@@ -118,6 +118,8 @@ class EvaluatePlan:
     eval_executor: str = "local"
     normalised: bool | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    #: DSA's float64 arithmetic, exact to rounding (None: the profile's)
+    dsa_exact: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,7 @@ def evaluate_plan(args: Mapping[str, Any]) -> EvaluatePlan:
         eval_executor=args["eval_executor"],
         normalised=args["normalised"],
         dataset_options=dataset_options(args["dataset"], args["dataset_options"]),
+        dsa_exact=args["dsa_exact"],
     )
 
 
@@ -258,7 +261,7 @@ def eval_settings(plan: EvaluatePlan, synset: SyntheticSet) -> tuple[str, EvalCo
     backbone = synset.meta.get("method", {}).get("backbone", DEFAULT_BACKBONE)
     _, ecfg = profile_configs(profile, synset.ipc, plan.seed, backbone)
     settings = {"num_models": plan.num_models, "epochs": plan.epochs, "empty_cells": plan.empty_cells}
-    return profile, override(ecfg, **settings, eval_models=plan.eval_models)
+    return profile, override(ecfg, **settings, eval_models=plan.eval_models, dsa_exact=plan.dsa_exact)
 
 
 def compare_plan(args: Mapping[str, Any]) -> ComparePlan:
@@ -320,6 +323,7 @@ def _compare_configs(args: Mapping[str, Any], profile: str, key: str) -> tuple[D
         dcfg, ecfg, cuts = cpu_scale(dcfg, ecfg, args["backbone"])
     dcfg = override(dcfg, iterations=args["iterations"], **args["overrides"])
     evals = {"num_models": args["num_models"], "epochs": args["epochs"], "eval_models": names(args["eval_models"])}
+    evals["dsa_exact"] = dcfg.dsa_exact  # one DSA arithmetic for the whole comparison
     return dcfg, override(ecfg, **evals), cuts
 
 

@@ -77,6 +77,8 @@ FIELD_SOURCES: dict[str, str] = {
     "model_kwargs": f"{OURS}: library default",
     "dsa": f"{OURS}: DSA on (library default)",
     "dsa_strategy": f"{OURS}: the dataset's own strategy (digits and clothes are never flipped)",
+    "dsa_exact": "both reference codebases: DSA in float32, only the drawn operation applied "
+    "(--dsa-exact: fairdistill's float64 warp, exact to rounding)",
     "train_dsa_mode": f"{OURS}: one DSA operation per image when a network trains",
     "warm_epochs": "COBRA train_dm.py --cobra_warmup_epochs -1: 50 at IPC 50, 100 at IPC 100, else 10",
     "warm_momentum": f"{OURS}: momentum 0.9 in the warm start (the reference: none)",
@@ -126,7 +128,7 @@ FIELD_SOURCES: dict[str, str] = {
 #: the :class:`DistillConfig` fields each backbone reads (``presets show`` prints these)
 _COMMON = (
     "ipc", "iterations", "lr_img", "img_momentum", "img_optimizer", "batch_real", "init", "model",
-    "model_kwargs", "dsa", "dsa_strategy", "seed",
+    "model_kwargs", "dsa", "dsa_strategy", "dsa_exact", "seed",
 )  # fmt: skip
 BACKBONE_FIELDS: dict[str, tuple[str, ...]] = {
     "mtt": (
@@ -305,6 +307,7 @@ def _paper_common(script: str) -> dict[str, Setting]:
         "init": Setting("real", f"{script} --init real"),
         "model": Setting("convnet", f"{script} --model ConvNet"),
         "model_kwargs": Setting(dict(NET128), _CONVNET),
+        "dsa_exact": Setting(False, f"{script}: utils.DiffAugment in the images' float32, the drawn operation only"),
     }
 
 

@@ -208,14 +208,14 @@ def distill_dsa(dataset: FairDataset, config: DistillConfig) -> DSA | None:
     """The Siamese augmentation of matching (one transform per class), or None when DSA is off."""
     if not config.dsa:
         return None
-    return DSA(strategy=config.dsa_strategy or dataset.dsa_strategy)
+    return DSA(strategy=config.dsa_strategy or dataset.dsa_strategy, exact=config.dsa_exact)
 
 
 def train_dsa(dataset: FairDataset, config: DistillConfig) -> DSA | None:
     """The augmentation of networks trained on the synthetic set during distillation (warm start, inner loops)."""
     if not config.dsa:
         return None
-    return DSA(strategy=config.dsa_strategy or dataset.dsa_strategy, mode=config.train_dsa_mode)
+    return DSA(strategy=config.dsa_strategy or dataset.dsa_strategy, mode=config.train_dsa_mode, exact=config.dsa_exact)
 
 
 def make_network(dataset: FairDataset, config: DistillConfig, *keys: object, device: torch.device) -> nn.Module:
