@@ -1,9 +1,10 @@
 import pytest
 import torch
+from torch import nn
 
 from fairdistill.errors import FairDistillError
 from fairdistill.models import create_model, list_models
-from fairdistill.models.convnet import NORMS
+from fairdistill.models.convnet import NORMS, ConvNet
 
 
 @pytest.mark.parametrize("size", [8, 16, 28, 32, 64])
@@ -103,3 +104,72 @@ def test_bad_cross_architecture():
         create_model("vgg11", channels=3, num_classes=2, image_size=32, norm="weird")
     with pytest.raises(FairDistillError, match="width"):
         create_model("resnet18", channels=3, num_classes=2, image_size=32, width=0)
+
+
+# ---------------------------------------------------------------- faster, the same values bit for bit
+
+
+@pytest.mark.parametrize("size", [32, 28, 17, 64])
+def test_avg_pool_2x2_equals_avg_pool2d_bit_for_bit_forward_backward_and_double_backward(size):
+    from fairdistill.models.convnet import AvgPool2x2
+
+    gen = torch.Generator().manual_seed(size)
+    x = torch.randn(6, 5, size, size, generator=gen, requires_grad=True)
+    ours, ref = AvgPool2x2()(x), nn.AvgPool2d(2)(x)
+    assert torch.equal(ours, ref)
+    weight = torch.randn(ref.shape, generator=gen)
+    (g_ours,) = torch.autograd.grad((ours * weight).sum(), x, create_graph=True)
+    (g_ref,) = torch.autograd.grad((ref * weight).sum(), x, create_graph=True)
+    assert torch.equal(g_ours, g_ref)
+    # the gradient is differentiable again (MTT's unroll differentiates through a student's steps)
+    (gg_ours,) = torch.autograd.grad((g_ours * x).sum(), x)
+    (gg_ref,) = torch.autograd.grad((g_ref * x).sum(), x)
+    assert torch.equal(gg_ours, gg_ref)
+    assert isinstance(AvgPool2x2(), nn.AvgPool2d)  # CAFE finds the blocks' ends by the pooling type
+
+
+def test_forward_in_chunks_gives_the_whole_batch_values_bit_for_bit():
+    from fairdistill.backbones.layers import layer_features
+    from fairdistill.models import forward_chunk, forward_in_chunks
+
+    net = ConvNet(3, 10, 32, width=16)
+    x = torch.randn(100, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(forward_in_chunks(net.embed, net, x, 32), net.embed(x))
+        pieces = forward_in_chunks(lambda p: layer_features(net, p), net, x, 32)
+        whole = layer_features(net, x)
+    assert len(pieces) == len(whole) and all(torch.equal(a, b) for a, b in zip(pieces, whole, strict=True))
+    assert forward_chunk("cpu") == 32 and forward_chunk("cpu", 0) is None and forward_chunk("cpu", 8) == 8
+    assert forward_chunk("meta") is None  # a device without a measured size: the whole batch
+    # batch norm in training mode normalises by the batch: such a network always sees the whole batch
+    bn = ConvNet(3, 10, 32, width=8, norm="batch")
+    calls = []
+    forward_in_chunks(lambda p: calls.append(len(p)) or bn.embed(p), bn, x, 32)
+    assert calls == [100]
+
+
+def test_predict_in_pieces_gives_the_same_classes():
+    from fairdistill.training import predict
+
+    net = ConvNet(3, 10, 32, width=16)
+    x = torch.randn(300, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(predict(net, x), predict(net, x, batch_size=2048))
+
+
+def test_real_chunk_changes_no_synthetic_pixel():
+    from dataclasses import replace
+
+    from fairdistill.backbones import get_backbone
+    from fairdistill.backbones.base import check_method
+    from fairdistill.data import load_dataset
+    from fairdistill.presets import get_method, profile_configs
+
+    data = load_dataset("digits-fg")
+    dcfg, _ = profile_configs("cpu", 2, 0, "dm", "digits-fg")
+    specs = [check_method(get_method(m, "dm", "cpu", 2)) for m in ("vanilla", "cobra")]
+    sets = [
+        get_backbone("dm").distill(data, specs, replace(dcfg, iterations=2, real_chunk=c), device=torch.device("cpu"))
+        for c in (0, 16)
+    ]
+    for name in ("vanilla", "cobra"):
+        assert torch.equal(sets[0][name].images, sets[1][name].images)

@@ -231,6 +231,10 @@ class DistillConfig:
     #: DSA's arithmetic exact to rounding (float64 warp, colour jitter on every image; about twice as
     #: slow); False: the images' dtype and only the drawn operations, as the reference codebases
     dsa_exact: bool = False
+    #: real images per piece of a forward pass without gradients (DM's and CAFE's real batch); the
+    #: same values bit for bit, only faster where the pieces fit in cache. None: the device's default
+    #: (models.FORWARD_CHUNK: 32 on CPU, the whole batch on a GPU); 0: the whole batch
+    real_chunk: int | None = None
     #: how DSA picks operations when a network is TRAINED on the synthetic set (warm start, inner loops):
     #: "single" (one operation per image) or "batch" (one operation for the whole batch, as the
     #: reference code's non-Siamese DSA does); distillation's Siamese DSA is always one transform per class
@@ -303,6 +307,8 @@ class DistillConfig:
         check_count("ipc", self.ipc, 1)
         check_count("iterations", self.iterations, 0)
         check_count("batch_real", self.batch_real, 1)
+        if self.real_chunk is not None:
+            check_count("real_chunk", self.real_chunk, 0)
         check_number("lr_img", self.lr_img, low=0.0, low_open=True)
         check_number("img_momentum", self.img_momentum, low=0.0, high=1.0, high_open=True)
         check_seed(self.seed)

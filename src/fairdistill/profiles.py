@@ -80,6 +80,7 @@ FIELD_SOURCES: dict[str, str] = {
     "dsa_exact": "both reference codebases: DSA in float32, only the drawn operation applied "
     "(--dsa-exact: fairdistill's float64 warp, exact to rounding)",
     "train_dsa_mode": f"{OURS}: one DSA operation per image when a network trains",
+    "real_chunk": f"{OURS}: the real batch's forward in pieces of the device's size (the same values, faster)",
     "warm_epochs": "COBRA train_dm.py --cobra_warmup_epochs -1: 50 at IPC 50, 100 at IPC 100, else 10",
     "warm_momentum": f"{OURS}: momentum 0.9 in the warm start (the reference: none)",
     "warm_weight_decay": f"{OURS}: weight decay 5e-4 in the warm start (the reference: none)",

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .augment import DSA
+from .models import forward_chunk
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,10 @@ def train(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: Tensor, batch_size: int = 2048) -> Tensor:
-    """Arg-max class of every image, in chunks."""
+def predict(model: nn.Module, images: Tensor, batch_size: int | None = None) -> Tensor:
+    """Arg-max class of every image, ``batch_size`` images at a time (None: the device's piece size,
+    :data:`~fairdistill.models.FORWARD_CHUNK`, else 2,048)."""
     model.eval()
+    batch_size = batch_size or forward_chunk(images.device) or 2048
     out = [model(images[i : i + batch_size]).argmax(1) for i in range(0, images.shape[0], batch_size)]
     return torch.cat(out)

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from .. import runtime
 from ..config import DistillConfig
 from ..distances import DISTANCES
+from ..models import forward_chunk
 from ..runtime import Runtime
 from ..targets import ALL
 from .base import BACKBONES, IMAGE_SETTINGS, make_network
@@ -192,7 +193,8 @@ def cafe_loss(
     """
     config, rt = run.config, rt or runtime.current()
     k = batch.counts.counts.shape[0]  # classes
-    local, real_embed = layer_group_stats(net, batch.x, batch.y, batch.a, k, num_groups, shares)
+    chunk = forward_chunk(batch.x.device, config.real_chunk)
+    local, real_embed = layer_group_stats(net, batch.x, batch.y, batch.a, k, num_groups, shares, chunk)
     stats = [s.all_reduced(rt.all_reduce, shares) for s in local]
     own = len(syn_labels) // config.ipc
     syn_means = [f.view(own, config.ipc, -1).mean(1) for f in layer_features(net, x_syn)]

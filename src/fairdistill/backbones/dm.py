@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from .. import rng
 from ..distances import DISTANCES
 from ..embedders import Embedder, embedder_for
+from ..models import forward_chunk, forward_in_chunks
 from ..targets import GroupStats
 from .base import BACKBONES, make_network
 from .engine import Engine, LockstepBackbone, MethodRun
@@ -89,8 +90,9 @@ class DM(LockstepBackbone):
         batch = engine.real_batch(sampling, it, step)
         keep = any(r.target.uses_samples for r in engine.runs)  # distribution targets need per-sample features
         shares = engine.stratified_shares(sampling)
+        chunk = forward_chunk(engine.device, engine.config.real_chunk)
         with torch.no_grad():
-            feats = net.embed(batch.x)
+            feats = forward_in_chunks(net.embed, net, batch.x, chunk)
         local = GroupStats.from_features(
             feats, batch.y, batch.a, engine.k, engine.g, population_shares=shares, keep_samples=keep
         )

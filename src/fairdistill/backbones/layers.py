@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..config import DistillConfig
 from ..distances import Distance
 from ..errors import FairDistillError
+from ..models import forward_in_chunks
 from ..targets import ALL, GroupStats, Target
 
 _POOLS = (nn.AvgPool2d, nn.MaxPool2d)
@@ -89,14 +90,16 @@ def layer_group_stats(
     num_classes: int,
     num_groups: int,
     population_shares: Tensor | None = None,
+    chunk: int | None = None,
 ) -> tuple[list[GroupStats], Tensor]:
     """Per-(class, group) sums of every matched layer's features from ONE forward pass of the real batch.
 
     Returns one :class:`GroupStats` per layer (same counts, the layer's sums) and the (N, D)
-    embeddings of the batch (the discrimination term needs them per sample).
+    embeddings of the batch (the discrimination term needs them per sample). ``chunk``: images per
+    piece of the forward (:func:`~fairdistill.models.forward_in_chunks`; None: all at once).
     """
     with torch.no_grad():
-        feats = layer_features(net, x)
+        feats = forward_in_chunks(lambda piece: layer_features(net, piece), net, x, chunk)
     stats = [GroupStats.from_features(f, y, a, num_classes, num_groups, population_shares) for f in feats]
     return stats, feats[-1]
 

@@ -8,8 +8,10 @@ pooling) this is the network every DD paper evaluates with. Works for inputs fro
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import FairDistillError
@@ -50,6 +52,41 @@ def make_act(act: str) -> nn.Module:
     return {**makers, "gelu": nn.GELU}[act]()
 
 
+class _SumPool2x2(torch.autograd.Function):
+    """2x2 average pooling as four strided slices summed in ``avg_pool2d``'s order, times 0.25; its
+    backward spreads a quarter of each gradient over the window (differentiable again, for MTT's
+    unroll). The same values as ``F.avg_pool2d(x, 2)`` bit for bit, forward and backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.size = tuple(x.shape[-2:])
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        x = x[..., :h, :w]
+        return (x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) * 0.25
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (height, width), (n, c, h, w) = ctx.size, grad.shape
+        spread = (grad * 0.25)[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+        if (2 * h, 2 * w) != (height, width):  # the odd last row or column, which pooling drops
+            spread = F.pad(spread, (0, width - 2 * w, 0, height - 2 * h))
+        return spread
+
+
+class AvgPool2x2(nn.AvgPool2d):
+    """``nn.AvgPool2d(2)`` with the same values, faster on the CPU: there, maps of 16 px and more are
+    pooled by :class:`_SumPool2x2` (on two cores 2.6x faster forward at 32 px, 25-30% forward and
+    backward), the rest by ``F.avg_pool2d``."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu" or x.dim() != 4 or min(x.shape[-2:]) < 16:
+            return F.avg_pool2d(x, 2)
+        return _SumPool2x2.apply(x)
+
+
 class ConvNet(nn.Module):
     """ConvNet-``depth`` with ``width`` channels per layer."""
 
@@ -79,7 +116,7 @@ class ConvNet(nn.Module):
                     raise FairDistillError(
                         f"input {image_size} px is too small for {depth} pooling layers; use a smaller depth"
                     )
-                layers.append(nn.AvgPool2d(2) if pool == "avg" else nn.MaxPool2d(2))
+                layers.append(AvgPool2x2() if pool == "avg" else nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
             c = width
         self.features = nn.Sequential(*layers)
