@@ -417,7 +417,7 @@ def evaluate(
     ``local`` or ``ray``), each with its share of the torch threads; see
     :func:`fairdistill.evaluate.evaluation_executor` for what that means for the numbers.
 
-    ``dsa_exact=True`` trains with DSA's float64 arithmetic, exact to rounding and about twice as slow
+    ``dsa_exact=True`` trains with DSA's float64 arithmetic, exact to rounding, its DSA 2.6x slower
     (default: the profile's, the images' dtype as the reference codebases).
     """
     plan = evaluate_plan(locals())  # the arguments (all that locals() holds here), checked before any work

@@ -228,8 +228,8 @@ class DistillConfig:
     dsa: bool = True
     #: the DSA operations; None: the dataset's own (digits are never flipped)
     dsa_strategy: str | None = None
-    #: DSA's arithmetic exact to rounding (float64 warp, colour jitter on every image; about twice as
-    #: slow); False: the images' dtype and only the drawn operations, as the reference codebases
+    #: DSA's arithmetic exact to rounding (float64 warp, colour jitter on every image; DSA 2.6x
+    #: slower); False: the images' dtype and only the drawn operations, as the reference codebases
     dsa_exact: bool = False
     #: real images per piece of a forward pass without gradients (DM's and CAFE's real batch); the
     #: same values bit for bit, only faster where the pieces fit in cache. None: the device's default

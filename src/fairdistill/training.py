@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .augment import DSA
-from .models import forward_chunk
+from .models import forward_chunk, forward_in_chunks
 
 
 @dataclass(frozen=True)
@@ -177,5 +177,4 @@ def predict(model: nn.Module, images: Tensor, batch_size: int | None = None) -> 
     :data:`~fairdistill.models.FORWARD_CHUNK`, else 2,048)."""
     model.eval()
     batch_size = batch_size or forward_chunk(images.device) or 2048
-    out = [model(images[i : i + batch_size]).argmax(1) for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(out)
+    return forward_in_chunks(lambda piece: model(piece).argmax(1), model, images, batch_size)
