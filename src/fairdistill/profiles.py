@@ -81,6 +81,8 @@ FIELD_SOURCES: dict[str, str] = {
     "(--dsa-exact: fairdistill's float64 warp, exact to rounding)",
     "train_dsa_mode": f"{OURS}: one DSA operation per image when a network trains",
     "real_chunk": f"{OURS}: the real batch's forward in pieces of the device's size (the same values, faster)",
+    "real_grad_chunk": f"{OURS}: DC's real gradient summed over pieces of the device's size "
+    "(the same gradient up to float rounding, faster; 0: one backward pass, as the reference codebases)",
     "warm_epochs": "COBRA train_dm.py --cobra_warmup_epochs -1: 50 at IPC 50, 100 at IPC 100, else 10",
     "warm_momentum": f"{OURS}: momentum 0.9 in the warm start (the reference: none)",
     "warm_weight_decay": f"{OURS}: weight decay 5e-4 in the warm start (the reference: none)",
@@ -138,13 +140,14 @@ BACKBONE_FIELDS: dict[str, tuple[str, ...]] = {
         "experts_dir",
     ),  # fmt: skip
     "dm": (*_COMMON, "train_dsa_mode", "warm_epochs", "warm_momentum", "warm_weight_decay"),
-    "dc": (*_COMMON, "train_dsa_mode", "outer_loop", "inner_loop", "lr_net"),
+    "dc": (*_COMMON, "train_dsa_mode", "outer_loop", "inner_loop", "lr_net", "real_grad_chunk"),
     "idc": (
         *_COMMON,
         "train_dsa_mode",
         "outer_loop",
         "inner_loop",
         "lr_net",
+        "real_grad_chunk",
         "factor",
         "idc_init",
         "idc_align_corners",
@@ -312,6 +315,18 @@ def _paper_common(script: str) -> dict[str, Setting]:
     }
 
 
+def _real_gradient(script: str) -> dict[str, Setting]:
+    """DC's and IDC's real gradient: the script's one backward pass over the batch equals the sum over
+    pieces up to float rounding, so a paper profile takes the device's piece size like our profiles."""
+    return {
+        "real_grad_chunk": Setting(
+            None,
+            f"{script}: one backward pass over the real batch; fairdistill sums the gradients of pieces of the "
+            "device's size (models.GRADIENT_CHUNK; the same gradient up to float rounding; 0: one pass)",
+        )
+    }
+
+
 def _dsa_off(source: str) -> dict[str, Setting]:
     """A script that runs without DSA: off, no strategy, and the (unused) training mode."""
     return {
@@ -392,6 +407,7 @@ def _cobra_gradient(script: str, *, idc: bool) -> BackboneProfile:
         "batch_real": Setting(256, f"{s} --batch_real 256"),
         **_dsa_off(f"{s} --dsa_strategy None"),
         **_loop_settings(_loops_cobra, s),
+        **_real_gradient(s),
     }
     embedder, net_note = "random", "the net trained on the synthetic set between image updates (get_loops inner)"
     if idc:
@@ -508,6 +524,7 @@ def _fairdd_dc() -> BackboneProfile:
         "batch_real": Setting(256, f"{s} --batch_real 256"),
         **_dsa_off(f"{s}: no DSA"),
         **_loop_settings(_loops_fairdd, s),
+        **_real_gradient(s),
     }
     why = f"{s} --dis_metric ours (per-unit 1 - cos, 1-D parameters ignored)"
     methods = {

@@ -21,6 +21,9 @@ vanilla DC (fact 2). Real samples without a group label (group -1) get weight 0 
 targets and their share of the class under ``population``. A per-group target (group-sync, FairDD)
 matches every present group's own gradient: a forward and backward per group, one distance term
 per group. The generalised barycenters (``bary-*``) have no such form and are refused at the start.
+On a CPU a real gradient of more than 32 images is computed in pieces of 32 whose gradients are
+summed (``real_grad_chunk``; the same gradient up to the rounding of the sum over the images, faster
+because a piece's activations stay in cache); ``real_grad_chunk=0`` takes one backward pass.
 
 IDC (:mod:`~fairdistill.backbones.idc`) is this backbone with multi-formation and a network trained
 on real data: it changes :meth:`DC.class_images`, :meth:`DC.between` and the initial images.
@@ -36,6 +39,7 @@ from torch import Tensor, nn
 
 from ..distances import GRADIENT_DISTANCES
 from ..errors import FairDistillError
+from ..models import GRADIENT_CHUNK, forward_chunk, uses_batch_statistics
 from ..targets import GroupSync
 from ..training import train
 from .base import BACKBONES
@@ -43,20 +47,29 @@ from .bilevel import Bilevel, Iteration, inner_sgd
 from .engine import Engine, MethodRun, RealBatch
 
 
-def weighted_gradient(net: nn.Module, params: Sequence[Tensor], x: Tensor, y: Tensor, weights: Tensor) -> list[Tensor]:
-    """Gradient of ``sum_i weights[i] * CE(net(x_i), y_i)`` w.r.t. ``params``: one forward, one backward.
+def weighted_gradient(
+    net: nn.Module, params: Sequence[Tensor], x: Tensor, y: Tensor, weights: Tensor, chunk: int | None = None
+) -> list[Tensor]:
+    """Gradient of ``sum_i weights[i] * CE(net(x_i), y_i)`` w.r.t. ``params``: one forward, one backward
+    (``chunk``: one per piece of ``chunk`` images, the pieces' gradients summed).
 
     With ``weights = w(c, a_i) / n(c, a_i)`` this is ``sum_a w(c, a) * grad mean_{i in a} CE_i``.
     Needs per-sample outputs (instance norm, or BN in eval mode).
     """
-    ce = F.cross_entropy(net(x), y, reduction="none")
-    return list(torch.autograd.grad((weights * ce).sum(), params))
+    return _summed_gradient(net, params, x, y, weights, chunk)
 
 
 def group_gradients(
-    net: nn.Module, params: Sequence[Tensor], x: Tensor, y: Tensor, groups: Tensor, which: Sequence[int]
+    net: nn.Module,
+    params: Sequence[Tensor],
+    x: Tensor,
+    y: Tensor,
+    groups: Tensor,
+    which: Sequence[int],
+    chunk: int | None = None,
 ) -> list[list[Tensor]]:
-    """The mean-CE gradient of each group in ``which``, each from a forward and backward on that group alone.
+    """The mean-CE gradient of each group in ``which``, each from a forward and backward on that group alone
+    (``chunk``: a group of more images in pieces, as :func:`weighted_gradient`).
 
     Outputs are per-sample, so this equals slicing one shared forward; but a backward from a
     shared forward runs over the whole batch every time (G full backwards), whereas per-group
@@ -65,8 +78,33 @@ def group_gradients(
     out = []
     for gid in which:
         m = groups == gid
-        out.append(list(torch.autograd.grad(F.cross_entropy(net(x[m]), y[m]), params)))
+        out.append(_summed_gradient(net, params, x[m], y[m], None, chunk))
     return out
+
+
+def _summed_gradient(
+    net: nn.Module, params: Sequence[Tensor], x: Tensor, y: Tensor, weights: Tensor | None, chunk: int | None
+) -> list[Tensor]:
+    """The gradient of the weighted CE summed over ``x`` (``weights`` None: the mean CE), in one backward
+    pass when ``x`` fits in one piece (or the net needs the whole batch), else one per piece, summed in
+    the pieces' order. Summing per piece moves only the order of the sum over the images (rounding)."""
+    if chunk is None or len(x) <= chunk or uses_batch_statistics(net):
+        if weights is None:
+            return list(torch.autograd.grad(F.cross_entropy(net(x), y), params))
+        ce = F.cross_entropy(net(x), y, reduction="none")
+        return list(torch.autograd.grad((weights * ce).sum(), params))
+    total: list[Tensor] = []
+    for s in range(0, len(x), chunk):
+        piece = slice(s, s + chunk)
+        ce = F.cross_entropy(net(x[piece]), y[piece], reduction="none")
+        loss = (weights[piece] * ce).sum() if weights is not None else ce.sum() / len(x)
+        grads = torch.autograd.grad(loss, params)
+        if total:
+            for acc, g in zip(total, grads, strict=True):
+                acc.add_(g)
+        else:
+            total = list(grads)
+    return total
 
 
 @BACKBONES.register("dc", "gradient matching: CE gradients of a ConvNet trained on the synthetic set in between")
@@ -90,6 +128,7 @@ class DC(Bilevel):
         net = self.ready(engine, run, state, it, step)
         batch = engine.real_batch(run.sampling, it, step)
         ipc, dsa, params = engine.config.ipc, engine.dsa, list(net.parameters())
+        chunk = forward_chunk(batch.x.device, engine.config.real_grad_chunk, GRADIENT_CHUNK)
         sizes = torch.bincount(batch.y, minlength=batch.counts.counts.shape[0]).tolist()  # real images per class
         weights = run.target.sample_weights(batch.counts, batch.y, batch.a)
         xs, ys, as_ = batch.x.split(sizes), batch.y.split(sizes), batch.a.split(sizes)
@@ -107,9 +146,9 @@ class DC(Bilevel):
                 x_syn = dsa.apply(x_syn, engine.dsa_params, y_syn)
             g_syn = torch.autograd.grad(F.cross_entropy(net(x_syn), y_syn), params, create_graph=True)
             if ws is not None:
-                loss = run.distance(weighted_gradient(net, params, xs[c], ys[c], ws[c]), g_syn)
+                loss = run.distance(weighted_gradient(net, params, xs[c], ys[c], ws[c], chunk), g_syn)
             else:
-                loss = _per_group_loss(run, net, params, xs[c], ys[c], as_[c], batch, c, g_syn)
+                loss = _per_group_loss(run, net, params, xs[c], ys[c], as_[c], batch, c, g_syn, chunk)
             loss.backward(inputs=[run.images])
             total = total + loss.detach()
         return float(total)
@@ -144,6 +183,7 @@ def _per_group_loss(
     batch: RealBatch,
     c: int,
     g_syn: Sequence[Tensor],
+    chunk: int | None = None,
 ) -> Tensor:
     """A per-group target's loss for class ``c``: one distance term per present group, reduced by the target."""
     if not isinstance(run.target, GroupSync):
@@ -153,7 +193,7 @@ def _per_group_loss(
         )
     present = batch.counts.present[c]
     which = present.nonzero().flatten()
-    grads = group_gradients(net, params, x, y, a, which.tolist())
+    grads = group_gradients(net, params, x, y, a, which.tolist(), chunk)
     per_group = torch.stack([run.distance(gr, g_syn) for gr in grads])
     per_cell = per_group.new_zeros(present.shape[0]).index_copy(0, which, per_group)
     return run.target.reduce_groups(per_cell.unsqueeze(0), present.unsqueeze(0))[0]

@@ -43,20 +43,35 @@ def list_models(pattern: str = "*") -> list[str]:
 #: (benchmarks/RESULTS.md section 17); a GPU wants large batches, so it gets the whole batch.
 FORWARD_CHUNK: dict[str, int] = {"cpu": 32}
 
+#: images per piece of a real-batch gradient (a forward and backward whose parameter gradients are
+#: summed over the pieces), by device type. On two CPU cores the CE gradient of ConvNet-128 on 256
+#: images of 32 px took 0.69 s in pieces of 32 against 1.06 s whole, 0.23 against 0.27 s on 96; the
+#: sum equals the whole batch's gradient up to float rounding (benchmarks/RESULTS.md section 17).
+GRADIENT_CHUNK: dict[str, int] = {"cpu": 32}
 
-def forward_chunk(device: torch.device | str, setting: int | None = None) -> int | None:
+
+def forward_chunk(
+    device: torch.device | str, setting: int | None = None, defaults: dict[str, int] = FORWARD_CHUNK
+) -> int | None:
     """The piece size of a forward pass on ``device``: ``setting`` when given (0: the whole batch), else
-    :data:`FORWARD_CHUNK`'s for the device type (None: the whole batch)."""
+    ``defaults``' for the device type (:data:`FORWARD_CHUNK`; :data:`GRADIENT_CHUNK` for gradients;
+    None: the whole batch)."""
     if setting is not None:
         return setting or None
-    return FORWARD_CHUNK.get(torch.device(device).type)
+    return defaults.get(torch.device(device).type)
+
+
+def uses_batch_statistics(net: nn.Module) -> bool:
+    """Whether ``net`` has a batch norm in training mode: then its outputs depend on the whole batch,
+    and computing it in pieces would change what it computes."""
+    return any(isinstance(m, _BatchNorm) and m.training for m in net.modules())
 
 
 def forward_in_chunks(fn: Callable[[Tensor], Any], net: nn.Module, x: Tensor, chunk: int | None) -> Any:
     """``fn(x)`` computed ``chunk`` images at a time and put back together (a tensor, or a list or tuple
     of tensors, each along its first dimension). A network whose batch norm uses batch statistics
     (training mode) runs on the whole batch: pieces would change what it computes."""
-    if chunk is None or x.shape[0] <= chunk or any(isinstance(m, _BatchNorm) and m.training for m in net.modules()):
+    if chunk is None or x.shape[0] <= chunk or uses_batch_statistics(net):
         return fn(x)
     parts = [fn(piece) for piece in x.split(chunk)]
     if isinstance(parts[0], Tensor):
@@ -66,6 +81,7 @@ def forward_in_chunks(fn: Callable[[Tensor], Any], net: nn.Module, x: Tensor, ch
 
 __all__ = [
     "FORWARD_CHUNK",
+    "GRADIENT_CHUNK",
     "MODELS",
     "VGG11",
     "AlexNet",
@@ -75,4 +91,5 @@ __all__ = [
     "forward_chunk",
     "forward_in_chunks",
     "list_models",
+    "uses_batch_statistics",
 ]
