@@ -45,8 +45,9 @@ FORWARD_CHUNK: dict[str, int] = {"cpu": 32}
 
 #: images per piece of a real-batch gradient (a forward and backward whose parameter gradients are
 #: summed over the pieces), by device type. On two CPU cores the CE gradient of ConvNet-128 on 256
-#: images of 32 px took 0.69 s in pieces of 32 against 1.06 s whole, 0.23 against 0.27 s on 96; the
-#: sum equals the whole batch's gradient up to float rounding (benchmarks/RESULTS.md section 17).
+#: images of 32 px took 0.59 s in pieces of 32 against 0.79 s whole, 0.32 against 0.36 s on 96; the
+#: sum equals the whole batch's gradient up to float rounding, 1.3e-6 relative there
+#: (benchmarks/pieces.py, RESULTS.md 17.7).
 GRADIENT_CHUNK: dict[str, int] = {"cpu": 32}
 
 
