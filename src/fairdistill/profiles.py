@@ -81,7 +81,7 @@ FIELD_SOURCES: dict[str, str] = {
     "(--dsa-exact: fairdistill's float64 warp, exact to rounding)",
     "train_dsa_mode": f"{OURS}: one DSA operation per image when a network trains",
     "real_chunk": f"{OURS}: the real batch's forward in pieces of the device's size (the same values, faster)",
-    "real_grad_chunk": f"{OURS}: DC's real gradient summed over pieces of the device's size "
+    "real_grad_chunk": f"{OURS}: DC's and IDC's real gradient summed over pieces of the device's size "
     "(the same gradient up to float rounding, faster; 0: one backward pass, as the reference codebases)",
     "warm_epochs": "COBRA train_dm.py --cobra_warmup_epochs -1: 50 at IPC 50, 100 at IPC 100, else 10",
     "warm_momentum": f"{OURS}: momentum 0.9 in the warm start (the reference: none)",
